@@ -1,0 +1,43 @@
+#include <doctest/doctest.h>
+
+#include <string_view>
+
+#include "frugalfs/hash.h"
+#include "frugalfs/status.h"
+
+using namespace frugalfs;
+
+static std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+TEST_CASE("sha256 matches the FIPS 180-2 test vector") {
+  CHECK(to_hex(sha256(bytes_of("abc"))) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("xxh3 differs when one byte differs") {
+  CHECK(xxh3_64(bytes_of("frugal")) != xxh3_64(bytes_of("frugam")));
+  CHECK(xxh3_64(bytes_of("frugal")) == xxh3_64(bytes_of("frugal")));
+}
+
+static Result<int> half(int x) {
+  if (x % 2) return Errorf(EINVAL, "{} is odd", x);
+  return x / 2;
+}
+
+static Status quarter(int x, int* out) {
+  FRUGAL_ASSIGN_OR_RETURN(int h, half(x));
+  FRUGAL_ASSIGN_OR_RETURN(*out, half(h));
+  return Status::Ok();
+}
+
+TEST_CASE("errors propagate through FRUGAL_ASSIGN_OR_RETURN with their code") {
+  int out = 0;
+  CHECK(quarter(8, &out).ok());
+  CHECK(out == 2);
+  Status s = quarter(6, &out);
+  CHECK(s.code() == EINVAL);
+  CHECK(s.message() == "3 is odd");
+  CHECK(s.WithContext("quarter").message() == "quarter: 3 is odd");
+}
