@@ -1,0 +1,65 @@
+// Content-defined chunking (FastCDC with normalized chunking) and the chunk
+// codec (zstd, or raw when compression does not shrink the chunk).
+//
+// Thread-safety: FastCdc is immutable; compress/decompress are reentrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "frugalfs/status.h"
+
+namespace frugalfs {
+
+struct ChunkerParams {
+  uint32_t min_size = 16 * 1024;
+  uint32_t avg_size = 64 * 1024;   // a power of two
+  uint32_t max_size = 256 * 1024;
+
+  // EINVAL unless 64 <= min < avg < max <= 16 MiB and avg is a power of two.
+  Status validate() const;
+  // The usual geometry for an average: min = avg/4, max = avg*4.
+  static ChunkerParams ForAverage(uint32_t avg_size);
+};
+
+struct Cut {
+  size_t length = 0;
+  // True when the cut was found by content (or at max_size); false when data
+  // ran out first, so the caller must append more bytes before cutting unless
+  // it is at the end of the stream.
+  bool natural = false;
+};
+
+class FastCdc {
+ public:
+  explicit FastCdc(ChunkerParams params);
+  const ChunkerParams& params() const { return params_; }
+
+  // The first chunk boundary in data. Cut points depend only on the bytes
+  // before them since the previous cut, so inserting bytes early in a stream
+  // shifts later boundaries with the content instead of destroying them.
+  Cut cut(std::span<const uint8_t> data) const;
+
+ private:
+  ChunkerParams params_;
+  uint64_t mask_small_ = 0;  // stricter mask, used before avg_size
+  uint64_t mask_large_ = 0;  // looser mask, used after avg_size
+};
+
+enum class Codec : uint8_t { kRaw = 0, kZstd = 1 };
+
+// Compresses `in` with zstd at `level` into `out` (resized to fit) and
+// returns kZstd; when the result would not be smaller, leaves out empty and
+// returns kRaw (the caller stores `in` as it is).
+Codec compress_chunk(std::span<const uint8_t> in, int level, std::vector<uint8_t>& out);
+
+// Decodes a stored chunk into out, which must be exactly the raw length. EIO
+// when the stored bytes are corrupt or the length does not match.
+Status decompress_chunk(Codec codec, std::span<const uint8_t> stored, std::span<uint8_t> out);
+
+// True when every byte is zero (such chunks are stored as holes).
+bool all_zero(std::span<const uint8_t> data);
+
+}  // namespace frugalfs

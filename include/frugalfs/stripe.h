@@ -1,0 +1,104 @@
+// The stripe layer: a pack (a few MiB of bytes it does not look inside) cut
+// into k data + m parity fragments stored on k+m distinct volumes, with
+// placement, degraded reads and checksums. See doc/fragment-format.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "frugalfs/erasure.h"
+#include "frugalfs/status.h"
+#include "frugalfs/volume.h"
+
+namespace frugalfs {
+
+// Where a pack's fragments are and how it was cut; recorded in metadata.
+struct PackLayout {
+  uint64_t pack_id = 0;
+  uint8_t k = 0;
+  uint8_t m = 0;
+  uint32_t block_size = 0;     // checksum block size inside a fragment
+  uint64_t pack_len = 0;       // bytes of the pack before padding
+  uint64_t fragment_len = 0;   // payload bytes per fragment (padded pack_len / k)
+  std::vector<uint32_t> volumes;             // k+m volume ids; fragment i is on volumes[i]
+  std::vector<uint64_t> fragment_checksums;  // k+m: XXH3 of each fragment's block-checksum table
+};
+
+// "frag-<16 hex pack id>-<index>".
+std::string fragment_object_name(uint64_t pack_id, int index);
+
+// The volumes of one filesystem, by volume id. A member may be offline (no
+// Volume object), e.g. a missing directory at mount time, or marked offline
+// after errors. Thread-safe.
+class VolumeSet {
+ public:
+  VolumeSet();
+  ~VolumeSet();
+  VolumeSet(const VolumeSet&) = delete;
+  VolumeSet& operator=(const VolumeSet&) = delete;
+
+  // volume may be null: the member is known but offline.
+  void add(uint32_t id, std::string uri, std::unique_ptr<Volume> volume);
+  // Null when the id is unknown or the volume is offline. The pointer stays
+  // valid for the VolumeSet's lifetime.
+  Volume* get(uint32_t id) const;
+  std::string uri(uint32_t id) const;
+  std::vector<uint32_t> ids() const;
+  size_t online_count() const;
+  void mark_offline(uint32_t id, const Status& why);
+
+  // Picks `count` distinct online volumes, the emptiest first (by the device's
+  // free space, refreshed now and then, minus bytes put since), so volumes of
+  // different sizes fill evenly. Returns fewer than `count` ids when fewer
+  // volumes are online; the caller decides whether that is enough.
+  std::vector<uint32_t> choose(size_t count);
+  // Tells the placement that `bytes` were just written to volume id.
+  void account_put(uint32_t id, uint64_t bytes);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Reads and writes packs as fragments. Thread-safe.
+class PackStore {
+ public:
+  PackStore(VolumeSet& volumes, std::unique_ptr<ErasureCode> code, uint32_t block_size = 64 * 1024);
+  ~PackStore();
+
+  int k() const;
+  int m() const;
+
+  // Encodes the pack, writes its k+m fragments in parallel to distinct
+  // volumes and returns once they are durable. When fewer than k+m volumes are
+  // online the pack is written degraded (the missing fragments are placed on
+  // offline volumes and repaired later) as long as at least k fragments are
+  // durable; otherwise the fragments written are removed and EIO returned.
+  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
+
+  // Reads out.size() bytes at offset of the pack. Fragment ranges that are
+  // missing, unreadable or fail their checksum are rebuilt on the fly from the
+  // same range of k other fragments. EIO (with a message naming the pack) if
+  // fewer than k good fragments remain.
+  Status read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out);
+
+  // Removes every fragment of the pack; fragments already missing are fine.
+  Status remove(const PackLayout& layout);
+
+  // Reads every fragment whole and checks header, length and checksums;
+  // appends one line per problem found. EIO only if a volume could not be asked.
+  Status verify(const PackLayout& layout, std::vector<std::string>* problems);
+
+  // Counters for logs and tests.
+  uint64_t degraded_reads() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace frugalfs

@@ -1,0 +1,123 @@
+// The volume layer: immutable named objects on one volume (a local directory
+// today, a remote server later). It knows nothing of chunks, files or coding.
+//
+// Object names are 1..200 characters of [A-Za-z0-9._-]; any other name is
+// EINVAL. Every Volume implementation is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "frugalfs/status.h"
+
+namespace frugalfs {
+
+struct ObjectInfo {
+  std::string name;
+  uint64_t size = 0;
+  int64_t mtime = 0;  // seconds since the epoch
+};
+
+struct SpaceInfo {
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+
+class Volume {
+ public:
+  virtual ~Volume() = default;
+
+  // The canonical URI, e.g. "file:///srv/vol0".
+  virtual std::string uri() const = 0;
+
+  // Stores an object atomically and durably: when put returns ok, the object
+  // survives a power loss with exactly these bytes; a crash before that leaves
+  // either the old object or none, never a torn one. Replaces an existing
+  // object of the same name. ENOSPC when the volume is full.
+  virtual Status put(std::string_view name, std::span<const uint8_t> data) = 0;
+
+  // Reads up to out.size() bytes at offset into out and returns how many were
+  // read (fewer only at the end of the object). ENOENT if there is no object.
+  virtual Result<size_t> read(std::string_view name, uint64_t offset,
+                              std::span<uint8_t> out) = 0;
+
+  // Removes an object durably. ENOENT if there is no such object.
+  virtual Status remove(std::string_view name) = 0;
+
+  virtual Result<ObjectInfo> stat(std::string_view name) = 0;
+
+  // Calls visit for each object whose name starts with prefix, in no
+  // particular order. Any error while listing is returned: a listing that
+  // returns ok is complete (garbage collection depends on this).
+  virtual Status list(std::string_view prefix,
+                      const std::function<void(const ObjectInfo&)>& visit) = 0;
+
+  // Capacity of the device that holds the volume.
+  virtual Result<SpaceInfo> space() = 0;
+};
+
+// Reads a whole object.
+Result<std::vector<uint8_t>> read_object(Volume& volume, std::string_view name);
+
+// True when name is a valid object name.
+bool valid_object_name(std::string_view name);
+
+// "file:///abs/dir" for "file:///abs/dir", "/abs/dir" or a relative path
+// (made absolute against the current directory). EINVAL for an unknown scheme.
+Result<std::string> normalize_volume_uri(std::string_view uri);
+
+// Opens a volume by URI (see normalize_volume_uri). For file:// volumes the
+// directory must exist (ENOENT otherwise) unless create is set, in which case
+// it is created.
+Result<std::unique_ptr<Volume>> open_volume(std::string_view uri, bool create = false);
+
+// An in-memory volume for tests, with fault injection.
+class MemoryVolume : public Volume {
+ public:
+  explicit MemoryVolume(std::string uri = "mem://test");
+  ~MemoryVolume() override;
+
+  std::string uri() const override;
+  Status put(std::string_view name, std::span<const uint8_t> data) override;
+  Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
+  Status remove(std::string_view name) override;
+  Result<ObjectInfo> stat(std::string_view name) override;
+  Status list(std::string_view prefix,
+              const std::function<void(const ObjectInfo&)>& visit) override;
+  Result<SpaceInfo> space() override;
+
+  // Every later call fails with EIO while offline is set.
+  void TEST_set_offline(bool offline);
+  // Flips the bits of one byte of an object (no-op if out of range).
+  void TEST_corrupt(std::string_view name, uint64_t offset);
+  // Removes every object, as if the disk were replaced.
+  void TEST_wipe();
+  size_t TEST_object_count() const;
+  uint64_t TEST_total_bytes() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// The label every volume of a filesystem carries, so that a volume of another
+// filesystem, or a wrong directory, is refused with a clear message.
+struct VolumeLabel {
+  std::string fs_id;  // the filesystem's UUID, as text
+  uint32_t volume_id = 0;
+  uint32_t format_version = 1;
+};
+
+inline constexpr std::string_view kVolumeLabelObject = "frugalfs-volume-label";
+
+Status write_label(Volume& volume, const VolumeLabel& label);
+// ENOENT when the volume has no label; EINVAL (with a message naming the
+// volume) when the label is unreadable.
+Result<VolumeLabel> read_label(Volume& volume);
+
+}  // namespace frugalfs
