@@ -1,0 +1,89 @@
+// Open files: open/create hand out the fs's file handle in fi->fh; read,
+// write, flush, release and fsync pass it back.
+#include <span>
+#include <vector>
+
+#include "fuse/attr_conversion.h"
+#include "fuse/ops.h"
+
+namespace frugalfs::fuse {
+
+namespace {
+
+// Page-cache policy for a new handle: no direct I/O, and the kernel drops its
+// cached pages on open (keep_cache 0), since we do not track changes to a
+// file between opens.
+void set_handle(struct fuse_file_info* fi, uint64_t fh) {
+  fi->fh = fh;
+  fi->keep_cache = 0;
+  fi->direct_io = 0;
+}
+
+}  // namespace
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "open", [&] {
+    FileSystem& fs = fs_of(req);
+    Result<uint64_t> fh = fs.open(ino, fi->flags);
+    if (!fh.ok()) return reply_status(req, fh.status());
+    set_handle(fi, *fh);
+    // The open was interrupted: nobody will release this handle but us.
+    if (fuse_reply_open(req, fi) != 0) fs.release(ino, *fh).IgnoreError();
+  });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               struct fuse_file_info* fi) {
+  guarded(req, "create", [&] {
+    FileSystem& fs = fs_of(req);
+    Result<FileSystem::Created> created = fs.create(parent, name, mode, fi->flags, caller_of(req));
+    if (!created.ok()) return reply_status(req, created.status());
+    set_handle(fi, created->fh);
+    fuse_entry_param e{};
+    e.ino = created->attr.ino;
+    e.generation = created->attr.generation;
+    e.attr = to_stat(created->attr);
+    e.attr_timeout = kAttrTimeout;
+    e.entry_timeout = kEntryTimeout;
+    if (fuse_reply_create(req, &e, fi) != 0) {
+      fs.release(e.ino, created->fh).IgnoreError();
+      fs.forget(e.ino, 1);
+    }
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  guarded(req, "read", [&] {
+    // One buffer per worker thread, grown to the largest request (1 MiB).
+    thread_local std::vector<uint8_t> buffer;
+    if (buffer.size() < size) buffer.resize(size);
+    Result<size_t> n = fs_of(req).read(ino, fi->fh, static_cast<uint64_t>(off),
+                                       std::span<uint8_t>(buffer.data(), size));
+    if (!n.ok()) return reply_status(req, n.status());
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
+  });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+              struct fuse_file_info* fi) {
+  guarded(req, "write", [&] {
+    std::span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buf), size);
+    Result<size_t> n = fs_of(req).write(ino, fi->fh, static_cast<uint64_t>(off), data);
+    if (!n.ok()) return reply_status(req, n.status());
+    fuse_reply_write(req, *n);
+  });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "flush", [&] { reply_status(req, fs_of(req).flush(ino, fi->fh)); });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "release", [&] { reply_status(req, fs_of(req).release(ino, fi->fh)); });
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info* /*fi*/) {
+  guarded(req, "fsync", [&] { reply_status(req, fs_of(req).fsync(ino, datasync != 0)); });
+}
+
+}  // namespace frugalfs::fuse
