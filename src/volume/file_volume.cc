@@ -1,0 +1,319 @@
+#include "volume/file_volume.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <limits>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "frugalfs/hash.h"
+
+namespace frugalfs {
+namespace {
+
+constexpr std::string_view kObjectsDir = "objects";
+// A temp file name starts with '~', which no valid object name contains, so a
+// temp file can never be mistaken for (or collide with) an object.
+constexpr std::string_view kTempPrefix = "~tmp-";
+constexpr int kFanoutDirs = 256;
+
+int open_noeintr(const char* path, int flags, mode_t mode = 0) {
+  int fd;
+  do {
+    fd = ::open(path, flags, mode);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// Returns 0 or an errno value.
+int write_all(int fd, std::span<const uint8_t> data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;  // no progress and no error: do not spin
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+// fsyncs a directory so that entries created, renamed or removed in it
+// survive a power loss. Returns 0 or an errno value.
+int fsync_dir(const std::string& dir) {
+  int fd = open_noeintr(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int err = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return err;
+}
+
+uint64_t initial_temp_counter() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ (static_cast<uint64_t>(::getpid()) << 16);
+}
+
+// Shared by every FileVolume of the process: unique temp names across
+// volumes, threads and (because of the random start) process restarts.
+std::atomic<uint64_t> g_temp_counter{initial_temp_counter()};
+
+std::string fanout_dir_name(int i) { return fmt::format("{:02x}", i); }
+
+// Closes a DIR* on scope exit.
+struct DirCloser {
+  DIR* d;
+  ~DirCloser() {
+    if (d != nullptr) ::closedir(d);
+  }
+};
+
+}  // namespace
+
+FileVolume::FileVolume(std::string root, std::string uri)
+    : root_(std::move(root)), uri_(std::move(uri)) {}
+
+std::string FileVolume::fanout_of(std::string_view name) {
+  uint64_t h = xxh3_64({reinterpret_cast<const uint8_t*>(name.data()), name.size()});
+  return fanout_dir_name(static_cast<int>(h >> 56));
+}
+
+bool FileVolume::is_temp_file_name(std::string_view file_name) {
+  return file_name.starts_with(kTempPrefix);
+}
+
+std::string FileVolume::objects_dir() const { return fmt::format("{}/{}", root_, kObjectsDir); }
+
+std::string FileVolume::object_dir(std::string_view name) const {
+  return fmt::format("{}/{}/{}", root_, kObjectsDir, fanout_of(name));
+}
+
+std::string FileVolume::TEST_object_dir(std::string_view name) const { return object_dir(name); }
+
+std::string FileVolume::temp_name(std::string_view name) {
+  uint64_t n = g_temp_counter.fetch_add(1, std::memory_order_relaxed);
+  return fmt::format("{}{:016x}-{}", kTempPrefix, n, name);
+}
+
+Status FileVolume::make_object_dir(std::string_view name) {
+  // Both parents are fsynced even when another thread won the mkdir race:
+  // this put must not return before the directory it wrote into is durable.
+  std::string objects = objects_dir();
+  if (::mkdir(objects.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Errorf(errno, "{}: put {}: create directory {}", uri_, name, objects);
+  }
+  if (int err = fsync_dir(root_); err != 0) {
+    return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, root_);
+  }
+  std::string dir = object_dir(name);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Errorf(errno, "{}: put {}: create directory {}", uri_, name, dir);
+  }
+  if (int err = fsync_dir(objects); err != 0) {
+    return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, objects);
+  }
+  return Status::Ok();
+}
+
+Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
+  if (!valid_object_name(name))
+    return Errorf(EINVAL, "{}: put: invalid object name '{}'", uri_, name);
+  const std::string dir = object_dir(name);
+  std::string tmp;
+  int fd = -1;
+  bool made_dir = false;
+  for (int collisions = 0; fd < 0;) {
+    tmp = fmt::format("{}/{}", dir, temp_name(name));
+    fd = open_noeintr(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) break;
+    int err = errno;
+    if (err == ENOENT && !made_dir) {
+      FRUGAL_TRY(make_object_dir(name));
+      made_dir = true;
+    } else if (err == EEXIST && ++collisions < 16) {
+      // A stale temp file with the same name: take the next counter value.
+    } else {
+      return Errorf(err, "{}: put {}: create temp file {}", uri_, name, tmp);
+    }
+  }
+
+  auto fail = [&](int err, std::string_view what) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    return Errorf(err, "{}: put {}: {}", uri_, name, what);
+  };
+  if (int err = write_all(fd, data); err != 0) return fail(err, "write");
+  if (::fsync(fd) != 0) return fail(errno, "fsync");
+  int close_rc = ::close(fd);
+  fd = -1;
+  if (close_rc != 0 && errno != EINTR) return fail(errno, "close");
+  const std::string path = fmt::format("{}/{}", dir, name);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail(errno, "rename into place");
+  // The object is in place; without this fsync the rename could be lost.
+  if (int err = fsync_dir(dir); err != 0) {
+    return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, dir);
+  }
+  return Status::Ok();
+}
+
+Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::span<uint8_t> out) {
+  if (!valid_object_name(name))
+    return Errorf(EINVAL, "{}: read: invalid object name '{}'", uri_, name);
+  const std::string path = fmt::format("{}/{}", object_dir(name), name);
+  int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) return Errorf(ENOENT, "{}: read {}: no such object", uri_, name);
+    return Errorf(err, "{}: read {}: open", uri_, name);
+  }
+  // Offsets beyond what off_t can express are beyond the end of any object.
+  constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
+  size_t want = 0;
+  if (offset < kMaxOffset)
+    want = static_cast<size_t>(std::min<uint64_t>(out.size(), kMaxOffset - offset));
+  size_t done = 0;
+  while (done < want) {
+    ssize_t n = ::pread(fd, out.data() + done, want - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Errorf(err, "{}: read {}: at offset {}", uri_, name, offset + done);
+    }
+    if (n == 0) break;  // end of the object
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);  // read-only: a close error cannot lose data
+  return done;
+}
+
+Status FileVolume::remove(std::string_view name) {
+  if (!valid_object_name(name))
+    return Errorf(EINVAL, "{}: remove: invalid object name '{}'", uri_, name);
+  const std::string dir = object_dir(name);
+  const std::string path = fmt::format("{}/{}", dir, name);
+  if (::unlink(path.c_str()) != 0) {
+    int err = errno;
+    if (err == ENOENT) return Errorf(ENOENT, "{}: remove {}: no such object", uri_, name);
+    return Errorf(err, "{}: remove {}", uri_, name);
+  }
+  if (int err = fsync_dir(dir); err != 0) {
+    return Errorf(err, "{}: remove {}: fsync directory {}", uri_, name, dir);
+  }
+  return Status::Ok();
+}
+
+Result<ObjectInfo> FileVolume::stat(std::string_view name) {
+  if (!valid_object_name(name))
+    return Errorf(EINVAL, "{}: stat: invalid object name '{}'", uri_, name);
+  const std::string path = fmt::format("{}/{}", object_dir(name), name);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOENT) return Errorf(ENOENT, "{}: stat {}: no such object", uri_, name);
+    return Errorf(err, "{}: stat {}", uri_, name);
+  }
+  if (!S_ISREG(st.st_mode))
+    return Errorf(EIO, "{}: stat {}: {} is not a regular file", uri_, name, path);
+  return ObjectInfo{std::string(name), static_cast<uint64_t>(st.st_size),
+                    static_cast<int64_t>(st.st_mtim.tv_sec)};
+}
+
+Status FileVolume::list(std::string_view prefix,
+                        const std::function<void(const ObjectInfo&)>& visit) {
+  const std::string objects = objects_dir();
+  struct stat st;
+  if (::stat(objects.c_str(), &st) != 0) {
+    // No objects/ yet: nothing was ever put. Anything else is an error,
+    // including a volume directory that has gone away.
+    int err = errno;
+    if (err != ENOENT) return Errorf(err, "{}: list: stat {}", uri_, objects);
+    if (::stat(root_.c_str(), &st) != 0) return Errorf(errno, "{}: list: stat {}", uri_, root_);
+    return Status::Ok();
+  }
+  for (int i = 0; i < kFanoutDirs; ++i) {
+    const std::string fanout = fanout_dir_name(i);
+    const std::string dir = fmt::format("{}/{}", objects, fanout);
+    DirCloser d{::opendir(dir.c_str())};
+    if (d.d == nullptr) {
+      if (errno == ENOENT) continue;  // created lazily by the first put into it
+      return Errorf(errno, "{}: list: open directory {}", uri_, dir);
+    }
+    const int dfd = ::dirfd(d.d);
+    for (;;) {
+      errno = 0;
+      struct dirent* e = ::readdir(d.d);
+      if (e == nullptr) {
+        if (errno != 0) return Errorf(errno, "{}: list: read directory {}", uri_, dir);
+        break;
+      }
+      std::string_view file(e->d_name);
+      // Skips ".", "..", temp files and anything that is not an object here.
+      if (!valid_object_name(file) || !file.starts_with(prefix)) continue;
+      if (fanout_of(file) != fanout) continue;  // read/stat would not find it
+      if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;  // removed while we listed
+        return Errorf(errno, "{}: list: stat {}/{}", uri_, dir, file);
+      }
+      if (!S_ISREG(st.st_mode)) continue;
+      visit(ObjectInfo{std::string(file), static_cast<uint64_t>(st.st_size),
+                       static_cast<int64_t>(st.st_mtim.tv_sec)});
+    }
+  }
+  return Status::Ok();
+}
+
+Result<SpaceInfo> FileVolume::space() {
+  struct statvfs sv;
+  if (::statvfs(root_.c_str(), &sv) != 0) return Errorf(errno, "{}: statvfs {}", uri_, root_);
+  return SpaceInfo{static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize,
+                   static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize};
+}
+
+Result<uint64_t> FileVolume::remove_stale_temp_files(std::chrono::seconds min_age) {
+  const std::string objects = objects_dir();
+  const int64_t cutoff = static_cast<int64_t>(::time(nullptr)) - min_age.count();
+  uint64_t removed = 0;
+  for (int i = 0; i < kFanoutDirs; ++i) {
+    const std::string dir = fmt::format("{}/{}", objects, fanout_dir_name(i));
+    DirCloser d{::opendir(dir.c_str())};
+    if (d.d == nullptr) {
+      if (errno == ENOENT) continue;
+      return Errorf(errno, "{}: remove temp files: open directory {}", uri_, dir);
+    }
+    const int dfd = ::dirfd(d.d);
+    for (;;) {
+      errno = 0;
+      struct dirent* e = ::readdir(d.d);
+      if (e == nullptr) {
+        if (errno != 0) return Errorf(errno, "{}: remove temp files: read directory {}", uri_, dir);
+        break;
+      }
+      if (!is_temp_file_name(e->d_name)) continue;
+      struct stat st;
+      if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;
+        return Errorf(errno, "{}: remove temp files: stat {}/{}", uri_, dir, e->d_name);
+      }
+      if (st.st_mtim.tv_sec > cutoff) continue;
+      if (::unlinkat(dfd, e->d_name, 0) != 0) {
+        if (errno == ENOENT) continue;
+        return Errorf(errno, "{}: remove temp files: unlink {}/{}", uri_, dir, e->d_name);
+      }
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+}  // namespace frugalfs

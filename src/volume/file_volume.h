@@ -1,0 +1,59 @@
+// The file:// volume backend: one object per file in a local directory.
+// The on-disk layout is described in doc/volume-format.md.
+//
+// Thread-safety: all methods may be called concurrently. A FileVolume holds
+// no open descriptors between calls (the daemon has a hard limit on open
+// files), and no mutable state other than an atomic temp-name counter.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "frugalfs/volume.h"
+
+namespace frugalfs {
+
+class FileVolume : public Volume {
+ public:
+  // root is an absolute path to an existing directory; uri its canonical URI.
+  FileVolume(std::string root, std::string uri);
+
+  std::string uri() const override { return uri_; }
+  Status put(std::string_view name, std::span<const uint8_t> data) override;
+  Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
+  Status remove(std::string_view name) override;
+  Result<ObjectInfo> stat(std::string_view name) override;
+  Status list(std::string_view prefix,
+              const std::function<void(const ObjectInfo&)>& visit) override;
+  Result<SpaceInfo> space() override;
+
+  // Removes temp files (left by a crash during put) whose mtime is older than
+  // min_age. They are never listed, so this only reclaims space; it is meant
+  // for fsck/scrub, not for every open. A temp file younger than min_age may
+  // belong to a put in progress, so min_age should be generous (an hour).
+  // Returns how many files were removed.
+  Result<uint64_t> remove_stale_temp_files(std::chrono::seconds min_age);
+
+  // The fan-out directory name ("00".."ff") of an object; fixed by the format.
+  static std::string fanout_of(std::string_view name);
+  // True for the name of a temp file (it cannot be a valid object name).
+  static bool is_temp_file_name(std::string_view file_name);
+
+  // The directory that holds an object's file, e.g. "/srv/vol0/objects/a7".
+  std::string TEST_object_dir(std::string_view name) const;
+
+ private:
+  std::string objects_dir() const;
+  std::string object_dir(std::string_view name) const;
+  std::string temp_name(std::string_view name);
+  // Creates objects/ and objects/XX as needed, fsyncing each parent whose
+  // entries may have changed.
+  Status make_object_dir(std::string_view name);
+
+  const std::string root_;
+  const std::string uri_;
+};
+
+}  // namespace frugalfs

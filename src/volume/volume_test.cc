@@ -1,0 +1,469 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "frugalfs/volume.h"
+#include "volume/file_volume.h"
+
+using namespace frugalfs;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string read_all(Volume& v, std::string_view name) {
+  Result<std::vector<uint8_t>> r = read_object(v, name);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::string(r->begin(), r->end());
+}
+
+std::string read_range(Volume& v, std::string_view name, uint64_t offset, size_t len) {
+  std::string out(len, '\0');
+  Result<size_t> n = v.read(name, offset, {reinterpret_cast<uint8_t*>(out.data()), out.size()});
+  REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+  out.resize(*n);
+  return out;
+}
+
+std::set<std::string> list_names(Volume& v, std::string_view prefix = "") {
+  std::set<std::string> names;
+  Status s = v.list(prefix, [&](const ObjectInfo& info) { CHECK(names.insert(info.name).second); });
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  return names;
+}
+
+// A fresh directory under /tmp, removed with everything in it at the end.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/frugalfs-volume-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string path;
+};
+
+std::unique_ptr<Volume> open_file_volume(const std::string& dir) {
+  Result<std::unique_ptr<Volume>> v = open_volume(dir);
+  REQUIRE_MESSAGE(v.ok(), v.status().ToString());
+  return std::move(v).value();
+}
+
+// Regular files anywhere under dir whose name marks a temp file.
+size_t count_temp_files(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (FileVolume::is_temp_file_name(e.path().filename().string())) ++n;
+  }
+  return n;
+}
+
+// The contract every Volume implementation must honour.
+void check_volume_contract(Volume& v) {
+  REQUIRE(v.put("obj-1", bytes_of("hello, volume")).ok());
+  CHECK(read_all(v, "obj-1") == "hello, volume");
+  CHECK(read_range(v, "obj-1", 7, 6) == "volume");
+  CHECK(read_range(v, "obj-1", 0, 5) == "hello");
+  // Short only at the end; an offset past the end reads nothing.
+  CHECK(read_range(v, "obj-1", 7, 100) == "volume");
+  CHECK(read_range(v, "obj-1", 13, 10).empty());
+  CHECK(read_range(v, "obj-1", 1000, 10).empty());
+  CHECK(read_range(v, "obj-1", UINT64_MAX - 3, 10).empty());
+
+  Result<ObjectInfo> st = v.stat("obj-1");
+  REQUIRE(st.ok());
+  CHECK(st->name == "obj-1");
+  CHECK(st->size == 13);
+  CHECK(st->mtime > 1600000000);
+
+  // Overwrite with a shorter object: no trace of the old bytes.
+  REQUIRE(v.put("obj-1", bytes_of("bye")).ok());
+  CHECK(read_all(v, "obj-1") == "bye");
+  CHECK(v.stat("obj-1")->size == 3);
+
+  // Empty objects exist.
+  REQUIRE(v.put("empty", {}).ok());
+  CHECK(v.stat("empty")->size == 0);
+  CHECK(read_all(v, "empty").empty());
+
+  REQUIRE(v.put("pack.a", bytes_of("a")).ok());
+  REQUIRE(v.put("pack.b", bytes_of("bb")).ok());
+  CHECK(list_names(v) == std::set<std::string>{"obj-1", "empty", "pack.a", "pack.b"});
+  CHECK(list_names(v, "pack.") == std::set<std::string>{"pack.a", "pack.b"});
+  CHECK(list_names(v, "nothing").empty());
+  uint64_t listed_size = 0;
+  CHECK(v.list("pack.b", [&](const ObjectInfo& i) { listed_size = i.size; }).ok());
+  CHECK(listed_size == 2);
+
+  // Missing objects.
+  CHECK(v.read("missing", 0, {}).status().code() == ENOENT);
+  CHECK(v.stat("missing").status().code() == ENOENT);
+  CHECK(v.remove("missing").code() == ENOENT);
+  CHECK(read_object(v, "missing").status().code() == ENOENT);
+
+  REQUIRE(v.remove("pack.a").ok());
+  CHECK(v.stat("pack.a").status().code() == ENOENT);
+  CHECK(v.remove("pack.a").code() == ENOENT);
+  CHECK(list_names(v, "pack.") == std::set<std::string>{"pack.b"});
+
+  // Invalid names are refused by every call, and the message names the volume.
+  for (std::string_view bad : {"", ".", "..", "a/b", "../escape", "sp ace", "~tmp-x", "é"}) {
+    CAPTURE(bad);
+    Status s = v.put(bad, bytes_of("x"));
+    CHECK(s.code() == EINVAL);
+    CHECK(s.message().find(v.uri()) != std::string::npos);
+    CHECK(v.read(bad, 0, {}).status().code() == EINVAL);
+    CHECK(v.stat(bad).status().code() == EINVAL);
+    CHECK(v.remove(bad).code() == EINVAL);
+  }
+  // Every valid name works, including ones that look like temp or dot files.
+  std::string longest(200, 'z');
+  for (std::string name : {std::string(".tmp-x"), std::string(".hidden"), std::string("..."),
+                           std::string("-"), std::string("A_b.C-9"), longest}) {
+    CAPTURE(name);
+    REQUIRE(v.put(name, bytes_of(name)).ok());
+    CHECK(read_all(v, name) == name);
+    CHECK(list_names(v, name).count(name) == 1);
+    REQUIRE(v.remove(name).ok());
+  }
+
+  Result<SpaceInfo> space = v.space();
+  REQUIRE(space.ok());
+  CHECK(space->total_bytes > 0);
+  CHECK(space->free_bytes <= space->total_bytes);
+}
+
+// Several threads put distinct objects and race on one shared name.
+void check_concurrent_puts(Volume& v) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 50;
+  std::vector<std::string> shared_payloads;
+  for (int t = 0; t < kThreads; ++t)
+    shared_payloads.push_back(std::string(1000 + t * 977, 'a' + t));
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string name = fmt::format("t{}-{}", t, i);
+        if (!v.put(name, bytes_of(name)).ok()) ++failures[t];
+        if (!v.put("shared", bytes_of(shared_payloads[t])).ok()) ++failures[t];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int f : failures) CHECK(f == 0);
+  std::set<std::string> names = list_names(v, "t");
+  CHECK(names.size() == kThreads * kPerThread);
+  for (const std::string& name : names) CHECK(read_all(v, name) == name);
+  std::string shared = read_all(v, "shared");
+  bool whole = false;
+  for (const auto& p : shared_payloads) whole = whole || shared == p;
+  CHECK(whole);
+}
+
+}  // namespace
+
+TEST_CASE("valid_object_name follows the documented alphabet and length") {
+  CHECK(valid_object_name("a"));
+  CHECK(valid_object_name("frag-0123abcd.7"));
+  CHECK(valid_object_name(std::string(200, 'x')));
+  CHECK_FALSE(valid_object_name(std::string(201, 'x')));
+  CHECK_FALSE(valid_object_name(""));
+  CHECK_FALSE(valid_object_name("."));
+  CHECK_FALSE(valid_object_name(".."));
+  CHECK_FALSE(valid_object_name("a/b"));
+  CHECK_FALSE(valid_object_name(std::string("a\0b", 3)));
+  CHECK_FALSE(valid_object_name("a b"));
+  CHECK_FALSE(valid_object_name("~tmp-1-a"));
+}
+
+TEST_CASE("MemoryVolume honours the volume contract") {
+  MemoryVolume v;
+  check_volume_contract(v);
+}
+
+TEST_CASE("FileVolume honours the volume contract and leaves no temp files") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  CHECK(v->uri() == "file://" + dir.path);
+  check_volume_contract(*v);
+  CHECK(count_temp_files(dir.path) == 0);
+  // The files are where doc/volume-format.md says they are.
+  REQUIRE(v->put("where", bytes_of("here")).ok());
+  std::string expected =
+      fmt::format("{}/objects/{}/where", dir.path, FileVolume::fanout_of("where"));
+  CHECK(fs::is_regular_file(expected));
+  CHECK(fs::file_size(expected) == 4);
+}
+
+TEST_CASE("MemoryVolume: concurrent puts") {
+  MemoryVolume v;
+  check_concurrent_puts(v);
+}
+
+TEST_CASE("FileVolume: concurrent puts leave whole objects and no temp files") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  check_concurrent_puts(*v);
+  CHECK(count_temp_files(dir.path) == 0);
+}
+
+TEST_CASE("FileVolume: a listing of 1000 objects across fan-out dirs is complete") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  std::set<std::string> want;
+  std::set<std::string> fanouts;
+  for (int i = 0; i < 1000; ++i) {
+    std::string name = fmt::format("chunk-{:05}", i);
+    REQUIRE(v->put(name, bytes_of(name)).ok());
+    want.insert(name);
+    fanouts.insert(FileVolume::fanout_of(name));
+  }
+  CHECK(fanouts.size() > 200);  // the hash spreads names over the 256 dirs
+  size_t dirs = 0;
+  for (const auto& e : fs::directory_iterator(dir.path + "/objects")) dirs += e.is_directory();
+  CHECK(dirs == fanouts.size());
+  // A temp file is never listed.
+  std::ofstream(FileVolume(dir.path, "x").TEST_object_dir("chunk-00000") + "/~tmp-0-chunk-00000");
+  std::set<std::string> got;
+  uint64_t bytes = 0;
+  Status s = v->list("chunk-", [&](const ObjectInfo& info) {
+    got.insert(info.name);
+    bytes += info.size;
+  });
+  REQUIRE(s.ok());
+  CHECK(got == want);
+  CHECK(bytes == 1000 * 11);
+  CHECK(list_names(*v, "chunk-0099").size() == 10);
+}
+
+TEST_CASE("FileVolume: an unreadable fan-out dir fails the listing instead of skipping it") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  REQUIRE(v->put("keep", bytes_of("k")).ok());
+  REQUIRE(v->put("victim", bytes_of("v")).ok());
+  std::string victim_dir = FileVolume(dir.path, "x").TEST_object_dir("victim");
+  REQUIRE(FileVolume::fanout_of("keep") != FileVolume::fanout_of("victim"));
+  fs::remove_all(victim_dir);
+  std::ofstream(victim_dir) << "not a directory";
+  Status s = v->list("", [](const ObjectInfo&) {});
+  CHECK(s.code() == ENOTDIR);
+  CHECK(s.message().find(v->uri()) != std::string::npos);
+}
+
+TEST_CASE("FileVolume: listing an empty volume is ok, a vanished volume is an error") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  CHECK(list_names(*v).empty());
+  fs::remove_all(dir.path);
+  CHECK(v->list("", [](const ObjectInfo&) {}).code() == ENOENT);
+}
+
+TEST_CASE(
+    "FileVolume: a failed put returns the errno, names the object and removes its temp file") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  REQUIRE(v->put("other", bytes_of("o")).ok());
+  // A non-empty directory where the object should go makes the rename fail.
+  std::string target = FileVolume(dir.path, "x").TEST_object_dir("blocked") + "/blocked";
+  fs::create_directories(target + "/inner");
+  Status s = v->put("blocked", bytes_of("data"));
+  CHECK(!s.ok());
+  CHECK((s.code() == EISDIR || s.code() == ENOTEMPTY || s.code() == EEXIST));
+  CHECK(s.message().find(v->uri()) != std::string::npos);
+  CHECK(s.message().find("blocked") != std::string::npos);
+  CHECK(count_temp_files(dir.path) == 0);
+}
+
+TEST_CASE("FileVolume: stale temp files are removed, fresh ones and objects are kept") {
+  TempDir dir;
+  auto v = open_file_volume(dir.path);
+  FileVolume fv(dir.path, "file://" + dir.path);
+  REQUIRE(v->put("obj", bytes_of("x")).ok());
+  std::string odir = fv.TEST_object_dir("obj");
+  std::string stale = odir + "/~tmp-00000000000000aa-obj";
+  std::string fresh = odir + "/~tmp-00000000000000bb-obj";
+  std::ofstream(stale) << "partial";
+  std::ofstream(fresh) << "partial";
+  struct timespec old_times[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, stale.c_str(), old_times, 0) == 0);
+  Result<uint64_t> removed = fv.remove_stale_temp_files(std::chrono::hours(1));
+  REQUIRE(removed.ok());
+  CHECK(*removed == 1);
+  CHECK(!fs::exists(stale));
+  CHECK(fs::exists(fresh));
+  CHECK(read_all(*v, "obj") == "x");
+}
+
+TEST_CASE("normalize_volume_uri") {
+  CHECK(*normalize_volume_uri("file:///srv/vol0") == "file:///srv/vol0");
+  CHECK(*normalize_volume_uri("/srv/vol0") == "file:///srv/vol0");
+  CHECK(*normalize_volume_uri("/srv//vol0/./x/../") == "file:///srv/vol0");
+  CHECK(*normalize_volume_uri("/") == "file:///");
+  CHECK(*normalize_volume_uri("vol0") == "file://" + fs::current_path().string() + "/vol0");
+  for (std::string_view bad :
+       {"", "file://host/srv", "file://rel", "s3://bucket/x", "https://host/v", "gopher://x"}) {
+    CAPTURE(bad);
+    CHECK(normalize_volume_uri(bad).status().code() == EINVAL);
+  }
+  CHECK(normalize_volume_uri("s3://bucket").status().message().find("not supported") !=
+        std::string::npos);
+}
+
+TEST_CASE("open_volume: missing dir, create, and a file instead of a dir") {
+  TempDir dir;
+  std::string missing = dir.path + "/a/b/vol";
+  Result<std::unique_ptr<Volume>> r = open_volume(missing);
+  CHECK(r.status().code() == ENOENT);
+  CHECK(r.status().message().find(missing) != std::string::npos);
+  CHECK(!fs::exists(missing));
+
+  r = open_volume("file://" + missing, /*create=*/true);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(fs::is_directory(missing));
+  CHECK((*r)->uri() == "file://" + missing);
+  REQUIRE((*r)->put("x", bytes_of("1")).ok());
+  CHECK(read_all(*open_file_volume(missing + "/"), "x") == "1");
+
+  std::string file = dir.path + "/plain-file";
+  std::ofstream(file) << "x";
+  CHECK(open_volume(file).status().code() == ENOTDIR);
+  CHECK(open_volume(file, true).status().code() == ENOTDIR);
+  CHECK(open_volume("s3://bucket/vol").status().code() == EINVAL);
+}
+
+TEST_CASE("read_object reads a whole object larger than one read") {
+  MemoryVolume v;
+  std::string big(3 << 20, 'q');
+  big[12345] = 'Z';
+  REQUIRE(v.put("big", bytes_of(big)).ok());
+  CHECK(read_all(v, "big") == big);
+}
+
+namespace {
+void check_label_round_trip(Volume& v) {
+  CHECK(read_label(v).status().code() == ENOENT);
+  VolumeLabel label{"0b1e5a52-7d0c-4c1b-9a57-3f1d1e2a9c11", 3, 1};
+  REQUIRE(write_label(v, label).ok());
+  Result<VolumeLabel> got = read_label(v);
+  REQUIRE_MESSAGE(got.ok(), got.status().ToString());
+  CHECK(got->fs_id == label.fs_id);
+  CHECK(got->volume_id == 3);
+  CHECK(got->format_version == 1);
+  // Rewriting replaces it.
+  label.volume_id = 4000000000u;
+  label.format_version = 7;
+  REQUIRE(write_label(v, label).ok());
+  CHECK(read_label(v)->volume_id == 4000000000u);
+  CHECK(read_label(v)->format_version == 7);
+  // The label is an ordinary object.
+  CHECK(list_names(v).count(std::string(kVolumeLabelObject)) == 1);
+}
+
+Status label_error(Volume& v, std::string_view text) {
+  REQUIRE(v.put(kVolumeLabelObject, bytes_of(text)).ok());
+  return read_label(v).status();
+}
+}  // namespace
+
+TEST_CASE("volume labels round-trip on both backends") {
+  MemoryVolume mem;
+  check_label_round_trip(mem);
+  TempDir dir;
+  auto fv = open_file_volume(dir.path);
+  check_label_round_trip(*fv);
+}
+
+TEST_CASE("a garbage or damaged label is EINVAL and names the volume") {
+  MemoryVolume v("mem://label-test");
+  for (std::string_view garbage : {"", "hello", "frugalfs-volume-label v1\n",
+                                   "frugalfs-volume-label v1\nfs_id=x\nchecksum=zz\n"}) {
+    CAPTURE(garbage);
+    Status s = label_error(v, garbage);
+    CHECK(s.code() == EINVAL);
+    CHECK(s.message().find("mem://label-test") != std::string::npos);
+  }
+  CHECK(label_error(v, "frugalfs-volume-label v9\nfs_id=x\n").message().find("v9") !=
+        std::string::npos);
+  CHECK(label_error(v, std::string(5000, 'x')).code() == EINVAL);
+
+  // One flipped byte anywhere is caught by the checksum or the parser.
+  REQUIRE(write_label(v, VolumeLabel{"fs-1", 2, 1}).ok());
+  uint64_t size = v.stat(kVolumeLabelObject)->size;
+  std::string good = read_all(v, kVolumeLabelObject);
+  for (uint64_t i = 0; i < size; ++i) {
+    CAPTURE(i);
+    v.TEST_corrupt(kVolumeLabelObject, i);
+    CHECK(read_label(v).status().code() == EINVAL);
+    REQUIRE(v.put(kVolumeLabelObject, bytes_of(good)).ok());
+  }
+  CHECK(read_label(v).ok());
+  // A plausible but altered value is caught by the checksum alone.
+  std::string altered = good;
+  size_t pos = altered.find("volume_id=2");
+  REQUIRE(pos != std::string::npos);
+  altered[pos + 10] = '3';
+  CHECK(label_error(v, altered).message().find("checksum") != std::string::npos);
+
+  CHECK(write_label(v, VolumeLabel{"", 1, 1}).code() == EINVAL);
+  CHECK(write_label(v, VolumeLabel{"a\nvolume_id=9", 1, 1}).code() == EINVAL);
+}
+
+TEST_CASE("MemoryVolume test hooks") {
+  MemoryVolume v;
+  REQUIRE(v.put("a", bytes_of("abc")).ok());
+  REQUIRE(v.put("b", bytes_of("de")).ok());
+  CHECK(v.TEST_object_count() == 2);
+  CHECK(v.TEST_total_bytes() == 5);
+  REQUIRE(v.put("a", bytes_of("x")).ok());
+  CHECK(v.TEST_total_bytes() == 3);
+  CHECK(v.space()->free_bytes == v.space()->total_bytes - 3);
+
+  v.TEST_corrupt("b", 1);
+  CHECK(read_all(v, "b") == std::string("d") + static_cast<char>('e' ^ 0xff));
+  v.TEST_corrupt("b", 99);  // out of range: no-op
+  v.TEST_corrupt("nope", 0);
+
+  v.TEST_set_offline(true);
+  CHECK(v.put("c", bytes_of("c")).code() == EIO);
+  CHECK(v.read("a", 0, {}).status().code() == EIO);
+  CHECK(v.stat("a").status().code() == EIO);
+  CHECK(v.remove("a").code() == EIO);
+  CHECK(v.list("", [](const ObjectInfo&) {}).code() == EIO);
+  CHECK(v.space().status().code() == EIO);
+  v.TEST_set_offline(false);
+  CHECK(read_all(v, "a") == "x");
+
+  v.TEST_wipe();
+  CHECK(v.TEST_object_count() == 0);
+  CHECK(v.TEST_total_bytes() == 0);
+  CHECK(v.stat("a").status().code() == ENOENT);
+}
+
+TEST_CASE("MemoryVolume: list callbacks may call back into the volume") {
+  MemoryVolume v;
+  for (int i = 0; i < 10; ++i) REQUIRE(v.put(fmt::format("o{}", i), bytes_of("x")).ok());
+  Status s = v.list("o", [&](const ObjectInfo& info) { CHECK(v.remove(info.name).ok()); });
+  CHECK(s.ok());
+  CHECK(v.TEST_object_count() == 0);
+}
