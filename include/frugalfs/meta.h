@@ -130,6 +130,8 @@ class MetaReader {
   Status list_chunks(const std::function<bool(const ChunkRecord&)>& visit);
   Status list_packs(const std::function<bool(const PackRecord&)>& visit);
   Status list_orphans(const std::function<bool(uint64_t ino)>& visit);
+  // Chunks marked as garbage (refcount zero), for the collector.
+  Status list_garbage(const std::function<bool(const Sha256& id)>& visit);
   Status list_volumes(const std::function<bool(const VolumeRecord&)>& visit);
 
  protected:
@@ -204,6 +206,8 @@ class MetaStore::Txn : public MetaReader {
   void delete_xattr(uint64_t ino, std::string_view name);
   void put_orphan(uint64_t ino);
   void delete_orphan(uint64_t ino);
+  void put_garbage(const Sha256& id);
+  void delete_garbage(const Sha256& id);
   void put_volume(const VolumeRecord& volume);
 
   // Applies every write as one atomic batch (with the id counters); sync makes

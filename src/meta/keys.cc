@@ -80,6 +80,14 @@ std::string readdir_prefix(uint64_t parent) { return with_u64(kReaddir, parent);
 std::string extent(uint64_t ino, uint64_t end) { return with_u64_u64(kExtent, ino, end); }
 std::string extent_prefix(uint64_t ino) { return with_u64(kExtent, ino); }
 
+std::string garbage(const Sha256& id) {
+  std::string k = table(kGarbage);
+  k.append(reinterpret_cast<const char*>(id.data()), id.size());
+  return k;
+}
+
+std::string garbage_prefix() { return table(kGarbage); }
+
 std::string chunk(const Sha256& id) {
   std::string k = table(kChunk);
   k.append(reinterpret_cast<const char*>(id.data()), id.size());
@@ -103,12 +111,15 @@ std::optional<uint64_t> parse_inode(std::string_view key) { return parse_u64(key
 std::optional<uint64_t> parse_pack(std::string_view key) { return parse_u64(key, kPack); }
 std::optional<uint64_t> parse_orphan(std::string_view key) { return parse_u64(key, kOrphan); }
 
-std::optional<Sha256> parse_chunk(std::string_view key) {
+static std::optional<Sha256> parse_sha(std::string_view key, char t) {
   Sha256 id;
-  if (key.size() != 1 + id.size() || key[0] != kChunk) return std::nullopt;
+  if (key.size() != 1 + id.size() || key[0] != t) return std::nullopt;
   std::memcpy(id.data(), key.data() + 1, id.size());
   return id;
 }
+
+std::optional<Sha256> parse_chunk(std::string_view key) { return parse_sha(key, kChunk); }
+std::optional<Sha256> parse_garbage(std::string_view key) { return parse_sha(key, kGarbage); }
 
 std::optional<uint64_t> parse_extent_end(std::string_view key) {
   if (key.size() != 17 || key[0] != kExtent) return std::nullopt;

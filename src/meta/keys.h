@@ -26,6 +26,7 @@ inline constexpr char kChunk = 'C';
 inline constexpr char kPack = 'P';
 inline constexpr char kXattr = 'X';
 inline constexpr char kOrphan = 'O';
+inline constexpr char kGarbage = 'G';  // chunks whose refcount is zero
 
 // Counters ("N" + one letter).
 inline constexpr char kCounterInode = 'i';   // next inode number
@@ -59,6 +60,8 @@ std::string xattr(uint64_t ino, std::string_view name);
 std::string xattr_prefix(uint64_t ino);
 std::string orphan(uint64_t ino);
 std::string orphan_prefix();
+std::string garbage(const Sha256& id);
+std::string garbage_prefix();
 
 // Decoders of the variable parts of keys; nullopt when the key is not of
 // that table or has the wrong length.
@@ -67,6 +70,7 @@ std::optional<uint64_t> parse_inode(std::string_view key);
 std::optional<uint64_t> parse_pack(std::string_view key);
 std::optional<uint64_t> parse_orphan(std::string_view key);
 std::optional<Sha256> parse_chunk(std::string_view key);
+std::optional<Sha256> parse_garbage(std::string_view key);
 // The end offset of an extent key.
 std::optional<uint64_t> parse_extent_end(std::string_view key);
 // The name part of a dentry or xattr key ("D"/"X" + u64 + name).

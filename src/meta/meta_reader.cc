@@ -193,6 +193,20 @@ Status MetaReader::list_orphans(const std::function<bool(uint64_t ino)>& visit) 
   return err;
 }
 
+Status MetaReader::list_garbage(const std::function<bool(const Sha256& id)>& visit) {
+  Status err;
+  std::string prefix = keys::garbage_prefix();
+  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view) {
+    auto id = keys::parse_garbage(key);
+    if (!id) {
+      err = malformed_key("G", key);
+      return false;
+    }
+    return visit(*id);
+  }));
+  return err;
+}
+
 Status MetaReader::list_volumes(const std::function<bool(const VolumeRecord&)>& visit) {
   Status err;
   std::string prefix = keys::volume_prefix();

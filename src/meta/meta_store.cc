@@ -446,6 +446,10 @@ void MetaStore::Txn::put_orphan(uint64_t ino) { state_->put(keys::orphan(ino), r
 
 void MetaStore::Txn::delete_orphan(uint64_t ino) { state_->del(keys::orphan(ino)); }
 
+void MetaStore::Txn::put_garbage(const Sha256& id) { state_->put(keys::garbage(id), std::string()); }
+
+void MetaStore::Txn::delete_garbage(const Sha256& id) { state_->del(keys::garbage(id)); }
+
 void MetaStore::Txn::put_volume(const VolumeRecord& volume) {
   state_->put(keys::volume(volume.id), rec::encode_volume(volume));
 }
