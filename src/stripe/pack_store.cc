@@ -1,0 +1,587 @@
+// PackStore: packs as k data + m parity fragments on distinct volumes.
+//
+// Write: cut the pack into k zero-padded data fragments, encode m parity
+// fragments, then checksum and put all k+m fragment objects in parallel.
+// Read: map the byte range onto data fragments, read whole checksum blocks and
+// verify them; a fragment range that is missing, unreadable or corrupt is
+// rebuilt from the same block range of k other good fragments.
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <thread>
+
+#include "frugalfs/hash.h"
+#include "frugalfs/stripe.h"
+#include "stripe/fragment_format.h"
+
+namespace frugalfs {
+
+using stripe::ChecksumTable;
+
+std::string fragment_object_name(uint64_t pack_id, int index) {
+  return fmt::format("frag-{:016x}-{}", pack_id, index);
+}
+
+namespace {
+
+constexpr size_t kTableCacheEntries = 4096;
+constexpr int kMaxFragments = 32;
+constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
+
+uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+
+Status check_layout(const PackLayout& l) {
+  const size_t n = size_t{l.k} + l.m;
+  if (l.k < 1 || n > kMaxFragments || l.volumes.size() != n || l.fragment_checksums.size() != n ||
+      l.block_size == 0 || l.block_size % ErasureCode::kAlignment != 0 ||
+      l.fragment_len % ErasureCode::kAlignment != 0 || l.fragment_len * l.k < l.pack_len) {
+    return Errorf(EINVAL,
+                  "pack {:016x}: invalid layout (k={} m={} volumes={} checksums={} block={} "
+                  "pack_len={} fragment_len={})",
+                  l.pack_id, l.k, l.m, l.volumes.size(), l.fragment_checksums.size(), l.block_size,
+                  l.pack_len, l.fragment_len);
+  }
+  return Status::Ok();
+}
+
+// Runs fn(0..n-1) on one thread each and waits for all of them. Falls back
+// to the calling thread if no thread can be started.
+template <typename Fn>
+void run_parallel(size_t n, const Fn& fn) {
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  size_t started = 0;
+  try {
+    for (; started + 1 < n; ++started) threads.emplace_back([&fn, started] { fn(started); });
+  } catch (const std::system_error&) {
+  }
+  for (size_t i = started; i < n; ++i) fn(i);
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace
+
+struct PackStore::State {
+  State(VolumeSet& v, std::unique_ptr<ErasureCode> c, uint32_t bs)
+      : volumes(v), code(std::move(c)), block_size(bs) {}
+
+  VolumeSet& volumes;
+  std::unique_ptr<ErasureCode> code;  // the geometry new packs are written with
+  const uint32_t block_size;
+  stripe::ChecksumTableCache tables{kTableCacheEntries};
+  std::atomic<uint64_t> degraded_reads{0};
+
+  // Codes for other geometries (packs written before the stripe was widened).
+  std::mutex codes_mu;
+  std::map<std::pair<int, int>, std::unique_ptr<ErasureCode>> other_codes;
+
+  std::mutex log_mu;
+  bool logged_degraded = false;
+  std::chrono::steady_clock::time_point last_degraded_log{};
+  uint64_t degraded_writes_unlogged = 0;
+
+  Result<const ErasureCode*> code_for(const PackLayout& layout);
+  Result<std::shared_ptr<const ChecksumTable>> load_table(const PackLayout& layout, int index,
+                                                          Volume& volume, const std::string& name);
+  Status read_verified(const PackLayout& layout, int index, uint64_t begin, std::span<uint8_t> out);
+  Status rebuild(const PackLayout& layout, const ErasureCode& code, int target, uint64_t begin,
+                 std::span<uint8_t> out, const Status& why);
+  Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
+                             uint64_t begin, uint64_t end, std::span<uint8_t> out);
+  void note_degraded_write(uint64_t pack_id, int durable, int total,
+                           const std::vector<uint32_t>& missing);
+  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
+  Status verify(const PackLayout& layout, std::vector<std::string>* problems);
+};
+
+Result<const ErasureCode*> PackStore::State::code_for(const PackLayout& layout) {
+  if (layout.k == code->data_fragments() && layout.m == code->parity_fragments()) return code.get();
+  std::lock_guard lock(codes_mu);
+  auto& slot = other_codes[{layout.k, layout.m}];
+  if (!slot) {
+    FRUGAL_ASSIGN_OR_RETURN(slot, ErasureCode::ReedSolomon(layout.k, layout.m));
+  }
+  return static_cast<const ErasureCode*>(slot.get());
+}
+
+Result<std::shared_ptr<const ChecksumTable>> PackStore::State::load_table(const PackLayout& layout,
+                                                                          int index, Volume& volume,
+                                                                          const std::string& name) {
+  const uint64_t expected = layout.fragment_checksums[static_cast<size_t>(index)];
+  if (auto table = tables.get(layout.pack_id, index, expected)) return table;
+  std::vector<uint8_t> head(stripe::payload_offset(layout));
+  FRUGAL_ASSIGN_OR_RETURN(size_t n, volume.read(name, 0, head));
+  if (n != head.size()) {
+    return Errorf(EIO, "fragment too short ({} bytes, header and checksum table need {})", n,
+                  head.size());
+  }
+  auto parsed = stripe::parse_checksum_table(head, layout, index);
+  if (!parsed.ok()) return Status::Error(EIO, parsed.status().message());
+  tables.put(layout.pack_id, index, *parsed);
+  return parsed;
+}
+
+// Reads payload bytes [begin, begin + out.size()) of fragment `index`, which
+// must start on a block boundary and end on one or at the fragment's end, and
+// verifies every block. Any failure is an error naming the fragment.
+Status PackStore::State::read_verified(const PackLayout& layout, int index, uint64_t begin,
+                                       std::span<uint8_t> out) {
+  const uint32_t id = layout.volumes[static_cast<size_t>(index)];
+  Volume* volume = volumes.get(id);
+  if (volume == nullptr)
+    return Errorf(EIO, "fragment {} on {}: volume offline", index, volumes.uri(id));
+  const std::string name = fragment_object_name(layout.pack_id, index);
+  auto table = load_table(layout, index, *volume, name);
+  if (!table.ok())
+    return table.status().WithContext(fmt::format("fragment {} on {}", index, volume->uri()));
+  auto n = volume->read(name, stripe::payload_offset(layout) + begin, out);
+  if (!n.ok())
+    return n.status().WithContext(fmt::format("fragment {} on {}", index, volume->uri()));
+  if (*n != out.size()) {
+    return Errorf(EIO, "fragment {} on {}: short read ({} of {} bytes at {})", index, volume->uri(),
+                  *n, out.size(), begin);
+  }
+  int64_t bad = stripe::first_bad_block(**table, layout.block_size, begin / layout.block_size, out);
+  if (bad >= 0) {
+    return Errorf(EIO, "fragment {} on {}: block {} fails its checksum", index, volume->uri(), bad);
+  }
+  return Status::Ok();
+}
+
+// Rebuilds payload bytes [begin, begin + out.size()) of fragment `target`
+// into out from the same range of k other fragments that verify.
+Status PackStore::State::rebuild(const PackLayout& layout, const ErasureCode& code, int target,
+                                 uint64_t begin, std::span<uint8_t> out, const Status& why) {
+  const int k = layout.k;
+  const int n = layout.k + layout.m;
+  const size_t len = out.size();
+  // The coding library wants every region at the same address modulo 16, so
+  // the scratch regions are laid out to match the caller's buffer.
+  constexpr size_t kAlign = 16;
+  const size_t stride = round_up(len, kAlign);
+  std::vector<uint8_t> scratch(stride * static_cast<size_t>(n - 1) + kAlign);
+  const size_t shift =
+      (reinterpret_cast<uintptr_t>(out.data()) - reinterpret_cast<uintptr_t>(scratch.data())) %
+      kAlign;
+  std::array<uint8_t*, kMaxFragments> regions{};
+  for (int j = 0, s = 0; j < n; ++j) {
+    regions[static_cast<size_t>(j)] =
+        j == target ? out.data() : scratch.data() + shift + stride * static_cast<size_t>(s++);
+  }
+  std::array<bool, kMaxFragments> good{};
+  int good_count = 0;
+  std::string failures = why.message();
+  // Data fragments first: they are what healthy reads touch, so they are the
+  // most likely to be warm in the checksum cache.
+  for (int j = 0; j < n && good_count < k; ++j) {
+    if (j == target) continue;
+    Status s = read_verified(layout, j, begin, {regions[static_cast<size_t>(j)], len});
+    if (s.ok()) {
+      good[static_cast<size_t>(j)] = true;
+      ++good_count;
+    } else {
+      failures += "; " + s.message();
+    }
+  }
+  if (good_count < k) {
+    return Errorf(EIO,
+                  "pack {:016x}: bytes [{}, {}) of fragment {} unrecoverable, only {} of {} "
+                  "needed fragments readable: {}",
+                  layout.pack_id, begin, begin + len, target, good_count, k, failures);
+  }
+  std::array<int, kMaxFragments> erased{};
+  size_t erased_count = 0;
+  for (int j = 0; j < n; ++j) {
+    if (!good[static_cast<size_t>(j)]) erased[erased_count++] = j;
+  }
+  FRUGAL_TRY(code.decode(regions.data(), {erased.data(), erased_count}, len)
+                 .WithContext(fmt::format("pack {:016x}", layout.pack_id)));
+  degraded_reads.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+// Copies payload bytes [begin, end) of data fragment `index` into out.
+Status PackStore::State::read_fragment_range(const PackLayout& layout, const ErasureCode& code,
+                                             int index, uint64_t begin, uint64_t end,
+                                             std::span<uint8_t> out) {
+  const uint64_t bs = layout.block_size;
+  const uint64_t aligned_begin = begin / bs * bs;
+  const uint64_t aligned_end = std::min(round_up(end, bs), layout.fragment_len);
+  const size_t len = static_cast<size_t>(aligned_end - aligned_begin);
+  // Read straight into the caller's buffer when the range is block aligned;
+  // otherwise into one scratch buffer (never initialized: it is overwritten).
+  std::unique_ptr<uint8_t[]> scratch;
+  std::span<uint8_t> buf = out;
+  if (aligned_begin != begin || aligned_end != end) {
+    scratch = std::make_unique_for_overwrite<uint8_t[]>(len);
+    buf = {scratch.get(), len};
+  }
+  Status s = read_verified(layout, index, aligned_begin, buf);
+  if (!s.ok()) FRUGAL_TRY(rebuild(layout, code, index, aligned_begin, buf, s));
+  if (scratch) std::copy_n(scratch.get() + (begin - aligned_begin), end - begin, out.begin());
+  return Status::Ok();
+}
+
+void PackStore::State::note_degraded_write(uint64_t pack_id, int durable, int total,
+                                           const std::vector<uint32_t>& missing) {
+  std::lock_guard lock(log_mu);
+  ++degraded_writes_unlogged;
+  const auto now = std::chrono::steady_clock::now();
+  if (logged_degraded && now - last_degraded_log < kDegradedLogInterval) return;
+  std::string where;
+  for (uint32_t id : missing) where += fmt::format(" {}", volumes.uri(id));
+  fmt::print(stderr,
+             "frugalfs: {} pack(s) written degraded since last report (e.g. pack {:016x}: {} of {} "
+             "fragments durable; missing on{}); they need repair. Add a volume to write with full "
+             "redundancy while one is down.\n",
+             degraded_writes_unlogged, pack_id, durable, total, where);
+  logged_degraded = true;
+  last_degraded_log = now;
+  degraded_writes_unlogged = 0;
+}
+
+Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uint8_t> pack) {
+  const int k = code->data_fragments();
+  const int m = code->parity_fragments();
+  const size_t n = static_cast<size_t>(k + m);
+
+  PackLayout layout;
+  layout.pack_id = pack_id;
+  layout.k = static_cast<uint8_t>(k);
+  layout.m = static_cast<uint8_t>(m);
+  layout.block_size = block_size;
+  layout.pack_len = pack.size();
+  layout.fragment_len =
+      round_up((pack.size() + static_cast<uint64_t>(k) - 1) / static_cast<uint64_t>(k),
+               ErasureCode::kAlignment);
+
+  // Placement: the emptiest online volumes; fragments that find no online
+  // volume go to distinct offline ones and are left for repair.
+  layout.volumes = volumes.choose(n);
+  const size_t online = layout.volumes.size();
+  if (online < static_cast<size_t>(k)) {
+    return Errorf(EIO, "pack {:016x}: only {} volume(s) online, RS({},{}) needs at least {}",
+                  pack_id, online, k, m, k);
+  }
+  if (online < n) {
+    for (uint32_t id : volumes.ids()) {
+      if (layout.volumes.size() == n) break;
+      if (std::find(layout.volumes.begin(), layout.volumes.end(), id) == layout.volumes.end()) {
+        layout.volumes.push_back(id);
+      }
+    }
+    if (layout.volumes.size() < n) {
+      return Errorf(EIO, "pack {:016x}: {} volume(s) known, RS({},{}) needs {} distinct ones",
+                    pack_id, layout.volumes.size(), k, m, n);
+    }
+  }
+
+  // Build the fragment objects: header + checksum table + payload, the data
+  // payloads copied from the pack and the parity payloads encoded in place.
+  const uint64_t fl = layout.fragment_len;
+  const uint64_t payload = stripe::payload_offset(layout);
+  const size_t object_size = static_cast<size_t>(payload + fl);
+  std::vector<std::unique_ptr<uint8_t[]>> objects(n);
+  std::array<uint8_t*, kMaxFragments> payloads{};
+  for (size_t i = 0; i < n; ++i) {
+    objects[i] = std::make_unique_for_overwrite<uint8_t[]>(object_size);
+    payloads[i] = objects[i].get() + payload;
+  }
+  for (size_t i = 0; i < static_cast<size_t>(k); ++i) {
+    const uint64_t begin = std::min<uint64_t>(i * fl, pack.size());
+    const uint64_t end = std::min<uint64_t>(begin + fl, pack.size());
+    std::copy(pack.begin() + static_cast<std::ptrdiff_t>(begin),
+              pack.begin() + static_cast<std::ptrdiff_t>(end), payloads[i]);
+    std::fill(payloads[i] + (end - begin), payloads[i] + fl, uint8_t{0});
+  }
+  code->encode(payloads.data(), payloads.data() + k, fl);
+
+  // Checksum and put every fragment in parallel; a failed put takes its
+  // volume out of placement and is retried once on a spare volume, if any.
+  std::vector<Status> put_status(n);
+  std::vector<uint8_t> written(n, 0);  // not vector<bool>: set from several threads
+  layout.fragment_checksums.resize(n);
+  auto put_fragment = [&](size_t i) {
+    Volume* volume = volumes.get(layout.volumes[i]);
+    put_status[i] = volume == nullptr
+                        ? Errorf(EIO, "volume {} offline", volumes.uri(layout.volumes[i]))
+                        : volume->put(fragment_object_name(pack_id, static_cast<int>(i)),
+                                      {objects[i].get(), object_size});
+    written[i] = put_status[i].ok();
+  };
+  run_parallel(n, [&](size_t i) {
+    stripe::FragmentHeader h;
+    h.pack_id = pack_id;
+    h.index = static_cast<uint8_t>(i);
+    h.k = layout.k;
+    h.m = layout.m;
+    h.block_size = block_size;
+    h.pack_len = layout.pack_len;
+    h.fragment_len = fl;
+    layout.fragment_checksums[i] = stripe::seal_fragment(h, {objects[i].get(), object_size});
+    if (i < online) put_fragment(i);
+  });
+
+  std::vector<size_t> failed;
+  for (size_t i = 0; i < online; ++i) {
+    if (!written[i]) {
+      volumes.mark_offline(layout.volumes[i], put_status[i]);
+      failed.push_back(i);
+    }
+  }
+  if (!failed.empty()) {
+    std::vector<size_t> retry;
+    for (uint32_t id : volumes.choose(volumes.ids().size())) {
+      if (retry.size() == failed.size()) break;
+      if (std::find(layout.volumes.begin(), layout.volumes.end(), id) == layout.volumes.end()) {
+        layout.volumes[failed[retry.size()]] = id;
+        retry.push_back(failed[retry.size()]);
+      }
+    }
+    run_parallel(retry.size(), [&](size_t r) { put_fragment(retry[r]); });
+    for (size_t i : retry) {
+      if (!written[i]) volumes.mark_offline(layout.volumes[i], put_status[i]);
+    }
+  }
+
+  int durable = 0;
+  std::vector<uint32_t> missing;
+  for (size_t i = 0; i < n; ++i) {
+    if (written[i]) {
+      ++durable;
+    } else {
+      missing.push_back(layout.volumes[i]);
+    }
+  }
+  if (durable < k) {
+    std::string why;
+    for (size_t i = 0; i < n; ++i) {
+      if (written[i]) {
+        if (Volume* v = volumes.get(layout.volumes[i])) {
+          v->remove(fragment_object_name(pack_id, static_cast<int>(i))).IgnoreError();
+        }
+      } else if (!put_status[i].ok()) {
+        why += fmt::format("; fragment {}: {}", i, put_status[i].message());
+      }
+    }
+    return Errorf(EIO, "pack {:016x}: only {} of {} fragments written, {} needed{}", pack_id,
+                  durable, n, k, why);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (written[i]) volumes.account_put(layout.volumes[i], object_size);
+  }
+  if (static_cast<size_t>(durable) < n) {
+    note_degraded_write(pack_id, durable, static_cast<int>(n), missing);
+  }
+
+  // The tables just computed are what the next reads of this pack will need.
+  for (size_t i = 0; i < n; ++i) {
+    auto table = std::make_shared<ChecksumTable>();
+    table->table_checksum = layout.fragment_checksums[i];
+    const uint64_t blocks = stripe::block_count(fl, block_size);
+    table->sums.resize(blocks);
+    const uint8_t* raw = objects[i].get() + stripe::kFragmentHeaderSize;
+    for (uint64_t b = 0; b < blocks; ++b) {
+      uint64_t v = 0;
+      for (int byte = 0; byte < 8; ++byte)
+        v |= uint64_t{raw[8 * b + static_cast<uint64_t>(byte)]} << (8 * byte);
+      table->sums[b] = v;
+    }
+    tables.put(pack_id, static_cast<int>(i), std::move(table));
+  }
+  return layout;
+}
+
+Status PackStore::State::verify(const PackLayout& layout, std::vector<std::string>* problems) {
+  const std::string pack = fmt::format("pack {:016x}", layout.pack_id);
+  if (Status s = check_layout(layout); !s.ok()) {
+    problems->push_back(s.message());
+    return Status::Ok();
+  }
+  const size_t n = layout.volumes.size();
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = i + 1; j < n; ++j) {
+      if (layout.volumes[i] == layout.volumes[j]) {
+        problems->push_back(fmt::format("{}: fragments {} and {} are both on {}", pack, i, j,
+                                        volumes.uri(layout.volumes[i])));
+      }
+    }
+  }
+  const uint64_t expected_size = stripe::fragment_object_size(layout);
+  const uint64_t payload = stripe::payload_offset(layout);
+  std::vector<uint8_t> buf;
+  std::string unreachable;
+  for (size_t i = 0; i < n; ++i) {
+    const int index = static_cast<int>(i);
+    const uint32_t id = layout.volumes[i];
+    const std::string where = fmt::format("{} fragment {} on {}", pack, i, volumes.uri(id));
+    Volume* volume = volumes.get(id);
+    if (volume == nullptr) {
+      unreachable += fmt::format("; {}: volume offline", where);
+      continue;
+    }
+    const std::string name = fragment_object_name(layout.pack_id, index);
+    auto info = volume->stat(name);
+    if (!info.ok()) {
+      if (info.status().code() == ENOENT) {
+        problems->push_back(fmt::format("{}: missing", where));
+      } else {
+        unreachable += fmt::format("; {}: {}", where, info.status().message());
+      }
+      continue;
+    }
+    if (info->size != expected_size) {
+      problems->push_back(
+          fmt::format("{}: wrong length {} bytes, expected {}", where, info->size, expected_size));
+      continue;
+    }
+    buf.resize(static_cast<size_t>(expected_size));
+    auto got = volume->read(name, 0, buf);
+    if (!got.ok()) {
+      if (got.status().code() == ENOENT) {
+        problems->push_back(fmt::format("{}: missing", where));
+      } else {
+        unreachable += fmt::format("; {}: {}", where, got.status().message());
+      }
+      continue;
+    }
+    if (*got != buf.size()) {
+      problems->push_back(
+          fmt::format("{}: wrong length {} bytes, expected {}", where, *got, expected_size));
+      continue;
+    }
+    auto header = stripe::parse_header(buf);
+    if (!header.ok()) {
+      problems->push_back(fmt::format("{}: bad header: {}", where, header.status().message()));
+      continue;
+    }
+    if (Status s = stripe::check_header_matches(*header, layout, index); !s.ok()) {
+      problems->push_back(fmt::format("{}: bad header: {}", where, s.message()));
+      continue;
+    }
+    auto table =
+        stripe::parse_checksum_table({buf.data(), static_cast<size_t>(payload)}, layout, index);
+    if (!table.ok()) {
+      problems->push_back(
+          fmt::format("{}: bad checksum table: {}", where, table.status().message()));
+      continue;
+    }
+    const std::span<const uint8_t> data(buf.data() + payload,
+                                        static_cast<size_t>(layout.fragment_len));
+    const uint64_t blocks = stripe::block_count(layout.fragment_len, layout.block_size);
+    for (uint64_t b = 0; b < blocks; ++b) {
+      const uint64_t begin = b * layout.block_size;
+      const uint64_t len = std::min<uint64_t>(layout.block_size, layout.fragment_len - begin);
+      if (stripe::first_bad_block(
+              **table, layout.block_size, b,
+              data.subspan(static_cast<size_t>(begin), static_cast<size_t>(len))) >= 0) {
+        problems->push_back(
+            fmt::format("{}: bad block checksum in block {} (payload bytes [{}, {}))", where, b,
+                        begin, begin + len));
+      }
+    }
+  }
+  if (!unreachable.empty()) {
+    return Errorf(EIO, "{}: could not check every fragment{}", pack, unreachable);
+  }
+  return Status::Ok();
+}
+
+PackStore::PackStore(VolumeSet& volumes, std::unique_ptr<ErasureCode> code, uint32_t block_size)
+    // A block size must be a positive multiple of the coding alignment.
+    : state_(
+          std::make_unique<State>(volumes, std::move(code),
+                                  static_cast<uint32_t>(round_up(std::max<uint32_t>(block_size, 1),
+                                                                 ErasureCode::kAlignment)))) {
+  assert(state_->code != nullptr);
+}
+
+PackStore::~PackStore() = default;
+
+int PackStore::k() const { return state_->code->data_fragments(); }
+int PackStore::m() const { return state_->code->parity_fragments(); }
+
+Result<PackLayout> PackStore::write(uint64_t pack_id, std::span<const uint8_t> pack) {
+  try {
+    return state_->write(pack_id, pack);
+  } catch (const std::bad_alloc&) {
+    return Errorf(ENOMEM, "pack {:016x}: out of memory writing {} bytes", pack_id, pack.size());
+  } catch (const std::exception& e) {
+    return Errorf(EIO, "pack {:016x}: write failed: {}", pack_id, e.what());
+  }
+}
+
+Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out) {
+  try {
+    FRUGAL_TRY(check_layout(layout));
+    if (offset > layout.pack_len || out.size() > layout.pack_len - offset) {
+      return Errorf(EINVAL, "pack {:016x}: read of {} bytes at {} beyond its {} bytes",
+                    layout.pack_id, out.size(), offset, layout.pack_len);
+    }
+    if (out.empty()) return Status::Ok();
+    FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
+    const uint64_t fl = layout.fragment_len;
+    uint64_t pos = offset;
+    size_t done = 0;
+    while (done < out.size()) {
+      const uint64_t index = pos / fl;
+      const uint64_t begin = pos - index * fl;
+      const uint64_t end = std::min<uint64_t>(fl, begin + (out.size() - done));
+      const size_t len = static_cast<size_t>(end - begin);
+      FRUGAL_TRY(state_->read_fragment_range(layout, *code, static_cast<int>(index), begin, end,
+                                             out.subspan(done, len)));
+      done += len;
+      pos += len;
+    }
+    return Status::Ok();
+  } catch (const std::bad_alloc&) {
+    return Errorf(ENOMEM, "pack {:016x}: out of memory reading", layout.pack_id);
+  } catch (const std::exception& e) {
+    return Errorf(EIO, "pack {:016x}: read failed: {}", layout.pack_id, e.what());
+  }
+}
+
+Status PackStore::remove(const PackLayout& layout) {
+  try {
+    Status first_error;
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const int index = static_cast<int>(i);
+      state_->tables.erase(layout.pack_id, index);
+      const uint32_t id = layout.volumes[i];
+      Volume* volume = state_->volumes.get(id);
+      Status s = volume == nullptr ? Errorf(EIO, "volume offline")
+                                   : volume->remove(fragment_object_name(layout.pack_id, index));
+      if (!s.ok() && s.code() != ENOENT && first_error.ok()) {
+        first_error = s.WithContext(fmt::format("pack {:016x}: removing fragment {} from {}",
+                                                layout.pack_id, i, state_->volumes.uri(id)));
+      }
+    }
+    return first_error;
+  } catch (const std::exception& e) {
+    return Errorf(EIO, "pack {:016x}: remove failed: {}", layout.pack_id, e.what());
+  }
+}
+
+Status PackStore::verify(const PackLayout& layout, std::vector<std::string>* problems) {
+  try {
+    return state_->verify(layout, problems);
+  } catch (const std::bad_alloc&) {
+    return Errorf(ENOMEM, "pack {:016x}: out of memory verifying", layout.pack_id);
+  } catch (const std::exception& e) {
+    return Errorf(EIO, "pack {:016x}: verify failed: {}", layout.pack_id, e.what());
+  }
+}
+
+uint64_t PackStore::degraded_reads() const {
+  return state_->degraded_reads.load(std::memory_order_relaxed);
+}
+
+}  // namespace frugalfs
