@@ -183,8 +183,9 @@ class FileSystem {
   // admin tools; the background thread does this on its own schedule).
   Status TEST_flush_and_collect();
 
+  struct State;  // the implementation's (src/fs/fs_state.h)
+
  private:
-  struct State;
   explicit FileSystem(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };

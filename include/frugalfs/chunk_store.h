@@ -1,0 +1,119 @@
+// Chunks by SHA-256 id: the dedup index, pack filling, refcounts, the chunk
+// cache, garbage collection and compaction of packs. Persists through the
+// meta layer; knows nothing of files or names (extents are the caller's).
+//
+// Lifecycle of a chunk record: a new chunk is committed with refcount 0 and a
+// garbage mark; add_ref takes it to 1 and clears the mark; drop_ref back to 0
+// sets the mark again. collect() deletes marked chunks and packs left without
+// live bytes, and compacts packs that are mostly garbage (copy, commit,
+// delete). A pack's live_bytes always counts the entries (header + stored
+// bytes) of its chunks whose refcount is above zero.
+//
+// Thread-safety: read(), add_ref() and drop_ref() may be called from any
+// thread (the latter two inside the caller's Txn). A PackWriter and collect()
+// are used by one thread at a time (the flusher).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "frugalfs/chunking.h"
+#include "frugalfs/hash.h"
+#include "frugalfs/meta.h"
+#include "frugalfs/status.h"
+#include "frugalfs/stripe.h"
+
+namespace frugalfs {
+
+struct ChunkStoreOptions {
+  uint32_t pack_size = 4 << 20;
+  int compress_level = 1;
+  uint64_t cache_bytes = 128ull << 20;
+  double compact_below_live_ratio = 0.5;
+  std::function<void(std::string_view)> log;
+};
+
+class ChunkStore {
+ public:
+  ChunkStore(MetaStore& meta, PackStore& packs, ChunkStoreOptions options);
+  ~ChunkStore();
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // Reads bytes [offset, offset + out.size()) of the raw chunk `id` through
+  // the cache. EIO with a message naming the chunk when it cannot be read.
+  Status read(const Sha256& id, uint32_t offset, std::span<uint8_t> out);
+
+  // One more / one fewer extent names chunk `id`.
+  Status add_ref(MetaStore::Txn& txn, const Sha256& id);
+  Status drop_ref(MetaStore::Txn& txn, const Sha256& id);
+
+  // Stores chunks for one flush: chunks already stored (committed, or added
+  // earlier to this writer) cost nothing; new ones are compressed and packed,
+  // and full packs are written to the volumes at once (data before metadata).
+  class PackWriter {
+   public:
+    ~PackWriter();
+    // Returns the chunk's id. May block writing a full pack.
+    Result<Sha256> add(std::span<const uint8_t> data);
+    // Writes the last, partly filled pack.
+    Status finish();
+    // Puts the records of the new chunks and packs into txn (after finish()).
+    Status stage(MetaStore::Txn& txn);
+    // Bytes of new chunks stored (after compression) and of chunks deduplicated.
+    uint64_t stored_bytes() const;
+    uint64_t deduplicated_bytes() const;
+
+   private:
+    friend class ChunkStore;
+    struct State;
+    explicit PackWriter(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+  };
+  std::unique_ptr<PackWriter> new_writer();
+
+  // Garbage collection: deletes unreferenced chunks and empty packs, then
+  // compacts packs whose live ratio fell below the threshold. Fails closed:
+  // any error while deciding what is live stops the sweep.
+  Status collect();
+
+  // Counters for statistics and tests.
+  struct Counters {
+    uint64_t packs_written = 0;
+    uint64_t packs_deleted = 0;
+    uint64_t packs_compacted = 0;
+    uint64_t chunks_deleted = 0;
+    uint64_t cache_hits = 0;
+    uint64_t cache_misses = 0;
+  };
+  Counters counters() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// The pack layout (doc/pack-format.md): a sequence of entries, each a
+// kPackEntryHeaderSize-byte header (magic, codec, raw and stored lengths,
+// SHA-256 id, XXH3 of the stored bytes) followed by the stored bytes. Packs
+// describe themselves, so metadata can be rebuilt from the volumes.
+inline constexpr uint32_t kPackEntryHeaderSize = 64;
+
+struct PackEntry {
+  Sha256 id{};
+  Codec codec = Codec::kRaw;
+  uint32_t raw_len = 0;
+  uint32_t stored_len = 0;
+  uint64_t checksum = 0;
+  uint64_t offset = 0;  // of the stored bytes inside the pack
+};
+
+void encode_pack_entry_header(const PackEntry& entry, std::span<uint8_t, kPackEntryHeaderSize> out);
+// Parses every entry of a pack; EIO at the first malformed header.
+Result<std::vector<PackEntry>> parse_pack(std::span<const uint8_t> pack);
+
+}  // namespace frugalfs

@@ -1,0 +1,479 @@
+// ChunkStore: the dedup index, packing, refcounts, the chunk cache and the
+// collector. See include/frugalfs/chunk_store.h for the chunk lifecycle.
+
+#include "frugalfs/chunk_store.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+#include "chunk/chunk_cache.h"
+
+namespace frugalfs {
+
+namespace {
+
+constexpr uint32_t kEntryMagic = 0x4b484346;  // "FCHK" little-endian
+constexpr uint8_t kEntryVersion = 1;
+// Garbage marks handled per collector transaction, to keep each one short.
+constexpr size_t kCollectBatch = 1024;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void put_le32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void put_le64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t get_le32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t get_le64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Bytes a chunk occupies in its pack: its entry header and stored bytes.
+uint64_t footprint(uint32_t stored_len) { return kPackEntryHeaderSize + uint64_t{stored_len}; }
+
+std::string chunk_name(const Sha256& id) { return to_hex(std::span(id).first(8)); }
+
+}  // namespace
+
+// Header layout (little-endian): magic u32, version u8, codec u8, 2 zero
+// bytes, raw_len u32, stored_len u32, sha256 [32], xxh3 of stored u64,
+// 8 bytes of XXH3 of the first 56 header bytes (the header's own checksum).
+void encode_pack_entry_header(const PackEntry& e, std::span<uint8_t, kPackEntryHeaderSize> out) {
+  uint8_t* p = out.data();
+  std::memset(p, 0, kPackEntryHeaderSize);
+  put_le32(p, kEntryMagic);
+  p[4] = kEntryVersion;
+  p[5] = static_cast<uint8_t>(e.codec);
+  put_le32(p + 8, e.raw_len);
+  put_le32(p + 12, e.stored_len);
+  std::memcpy(p + 16, e.id.data(), e.id.size());
+  put_le64(p + 48, e.checksum);
+  put_le64(p + 56, xxh3_64(std::span<const uint8_t>(p, 56)));
+}
+
+Result<std::vector<PackEntry>> parse_pack(std::span<const uint8_t> pack) {
+  std::vector<PackEntry> entries;
+  uint64_t pos = 0;
+  while (pos < pack.size()) {
+    if (pack.size() - pos < kPackEntryHeaderSize) {
+      return Errorf(EIO, "pack entry at {} is truncated", pos);
+    }
+    const uint8_t* p = pack.data() + pos;
+    if (get_le32(p) != kEntryMagic || p[4] != kEntryVersion ||
+        get_le64(p + 56) != xxh3_64(std::span<const uint8_t>(p, 56)) || p[5] > 1) {
+      return Errorf(EIO, "pack entry at {} has a bad header", pos);
+    }
+    PackEntry e;
+    e.codec = static_cast<Codec>(p[5]);
+    e.raw_len = get_le32(p + 8);
+    e.stored_len = get_le32(p + 12);
+    std::memcpy(e.id.data(), p + 16, e.id.size());
+    e.checksum = get_le64(p + 48);
+    e.offset = pos + kPackEntryHeaderSize;
+    if (pack.size() - e.offset < e.stored_len) {
+      return Errorf(EIO, "pack entry at {} overruns the pack", pos);
+    }
+    pos = e.offset + e.stored_len;
+    entries.push_back(e);
+  }
+  return entries;
+}
+
+struct ChunkStore::State {
+  State(MetaStore& m, PackStore& p, ChunkStoreOptions o)
+      : meta(m), packs(p), options(std::move(o)), cache(options.cache_bytes) {}
+
+  MetaStore& meta;
+  PackStore& packs;
+  const ChunkStoreOptions options;
+  ChunkCache cache;
+
+  std::mutex mu;  // guards the members below
+  std::set<uint64_t> packs_losing_bytes;  // candidates for deletion/compaction
+  Counters counters;
+
+  void log(std::string_view line) const {
+    if (options.log) options.log(line);
+  }
+
+  // Reads, verifies and decompresses a chunk, not through the cache.
+  Result<std::shared_ptr<const std::vector<uint8_t>>> load(const Sha256& id);
+
+  // Moves the live chunks of one pack into new packs; copy, commit, delete.
+  Status compact(uint64_t pack_id);
+  Status delete_empty_pack(uint64_t pack_id);
+};
+
+Result<std::shared_ptr<const std::vector<uint8_t>>> ChunkStore::State::load(const Sha256& id) {
+  // A compaction may move the chunk between reading its record and reading
+  // its pack (and then delete the old pack): one retry with a fresh record.
+  Status last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto chunk = meta.get_chunk(id);
+    if (!chunk.ok()) return chunk.status().WithContext(fmt::format("chunk {}", chunk_name(id)));
+    auto pack = meta.get_pack(chunk->pack_id);
+    if (!pack.ok()) {
+      last = pack.status();
+      continue;
+    }
+    std::vector<uint8_t> stored(chunk->stored_len);
+    last = packs.read(pack->layout, chunk->offset, stored);
+    if (!last.ok()) continue;
+    if (xxh3_64(stored) != chunk->checksum) {
+      last = Errorf(EIO, "stored bytes fail their checksum");
+      continue;
+    }
+    auto raw = std::make_shared<std::vector<uint8_t>>(chunk->raw_len);
+    last = decompress_chunk(chunk->codec, stored, *raw);
+    if (last.ok()) return std::shared_ptr<const std::vector<uint8_t>>(std::move(raw));
+  }
+  return Errorf(last.code() ? last.code() : EIO, "chunk {}: {}", chunk_name(id), last.message());
+}
+
+ChunkStore::ChunkStore(MetaStore& meta, PackStore& packs, ChunkStoreOptions options)
+    : state_(std::make_unique<State>(meta, packs, std::move(options))) {}
+
+ChunkStore::~ChunkStore() = default;
+
+Status ChunkStore::read(const Sha256& id, uint32_t offset, std::span<uint8_t> out) {
+  auto data = state_->cache.get(id);
+  {
+    std::lock_guard lock(state_->mu);
+    ++(data ? state_->counters.cache_hits : state_->counters.cache_misses);
+  }
+  if (!data) {
+    FRUGAL_ASSIGN_OR_RETURN(data, state_->load(id));
+    state_->cache.put(id, data);
+  }
+  if (uint64_t{offset} + out.size() > data->size()) {
+    return Errorf(EIO, "chunk {}: read [{}, +{}) beyond its {} bytes", chunk_name(id), offset,
+                  out.size(), data->size());
+  }
+  std::memcpy(out.data(), data->data() + offset, out.size());
+  return Status::Ok();
+}
+
+Status ChunkStore::add_ref(MetaStore::Txn& txn, const Sha256& id) {
+  FRUGAL_ASSIGN_OR_RETURN(ChunkRecord chunk, txn.get_chunk(id));
+  if (chunk.refcount++ == 0) {
+    FRUGAL_ASSIGN_OR_RETURN(PackRecord pack, txn.get_pack(chunk.pack_id));
+    pack.live_bytes += footprint(chunk.stored_len);
+    txn.put_pack(pack);
+    txn.delete_garbage(id);
+  }
+  txn.put_chunk(chunk);
+  return Status::Ok();
+}
+
+Status ChunkStore::drop_ref(MetaStore::Txn& txn, const Sha256& id) {
+  FRUGAL_ASSIGN_OR_RETURN(ChunkRecord chunk, txn.get_chunk(id));
+  if (chunk.refcount == 0) {
+    return Errorf(EIO, "chunk {}: refcount would drop below zero", chunk_name(id));
+  }
+  if (--chunk.refcount == 0) {
+    FRUGAL_ASSIGN_OR_RETURN(PackRecord pack, txn.get_pack(chunk.pack_id));
+    pack.live_bytes -= std::min(pack.live_bytes, footprint(chunk.stored_len));
+    txn.put_pack(pack);
+    txn.put_garbage(id);
+    std::lock_guard lock(state_->mu);
+    state_->packs_losing_bytes.insert(chunk.pack_id);
+  }
+  txn.put_chunk(chunk);
+  return Status::Ok();
+}
+
+ChunkStore::Counters ChunkStore::counters() const {
+  std::lock_guard lock(state_->mu);
+  return state_->counters;
+}
+
+// ---------------------------------------------------------------------------
+// PackWriter
+
+struct ChunkStore::PackWriter::State {
+  explicit State(ChunkStore::State& s) : store(s) {}
+
+  ChunkStore::State& store;
+  std::vector<uint8_t> open_pack;      // entries of the pack being filled
+  std::vector<PackEntry> open_entries;
+  std::vector<PackRecord> sealed;      // written, not yet staged
+  std::vector<ChunkRecord> new_chunks; // in sealed packs
+  // Chunks added to this writer, by id, so a repeat is deduplicated.
+  std::unordered_map<std::string, bool> seen;
+  std::vector<uint8_t> compressed;
+  uint64_t stored = 0;
+  uint64_t deduplicated = 0;
+  bool finished = false;
+
+  Status append(const PackEntry& entry, std::span<const uint8_t> stored_bytes);
+  Status seal();
+};
+
+Status ChunkStore::PackWriter::State::append(const PackEntry& entry,
+                                             std::span<const uint8_t> stored_bytes) {
+  uint64_t size = footprint(entry.stored_len);
+  if (!open_pack.empty() && open_pack.size() + size > store.options.pack_size) FRUGAL_TRY(seal());
+  if (open_pack.capacity() < store.options.pack_size) open_pack.reserve(store.options.pack_size);
+  size_t at = open_pack.size();
+  open_pack.resize(at + size);
+  PackEntry placed = entry;
+  placed.offset = at + kPackEntryHeaderSize;
+  encode_pack_entry_header(placed,
+                           std::span<uint8_t, kPackEntryHeaderSize>(open_pack.data() + at,
+                                                                    kPackEntryHeaderSize));
+  std::memcpy(open_pack.data() + placed.offset, stored_bytes.data(), stored_bytes.size());
+  open_entries.push_back(placed);
+  stored += entry.stored_len;
+  return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::State::seal() {
+  if (open_pack.empty()) return Status::Ok();
+  FRUGAL_ASSIGN_OR_RETURN(uint64_t pack_id, store.meta.allocate_pack_id());
+  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, store.packs.write(pack_id, open_pack));
+  PackRecord pack;
+  pack.layout = std::move(layout);
+  pack.total_bytes = open_pack.size();
+  pack.live_bytes = 0;  // raised by add_ref as extents come to name its chunks
+  pack.created_ns = now_ns();
+  sealed.push_back(std::move(pack));
+  for (const PackEntry& e : open_entries) {
+    ChunkRecord c;
+    c.id = e.id;
+    c.pack_id = pack_id;
+    c.offset = e.offset;
+    c.stored_len = e.stored_len;
+    c.raw_len = e.raw_len;
+    c.codec = e.codec;
+    c.checksum = e.checksum;
+    c.refcount = 0;
+    new_chunks.push_back(c);
+  }
+  open_pack.clear();
+  open_entries.clear();
+  std::lock_guard lock(store.mu);
+  ++store.counters.packs_written;
+  return Status::Ok();
+}
+
+ChunkStore::PackWriter::PackWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
+ChunkStore::PackWriter::~PackWriter() = default;
+
+std::unique_ptr<ChunkStore::PackWriter> ChunkStore::new_writer() {
+  return std::unique_ptr<PackWriter>(new PackWriter(std::make_unique<PackWriter::State>(*state_)));
+}
+
+Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
+  State& s = *state_;
+  if (s.finished) return Errorf(EINVAL, "PackWriter::add after finish");
+  Sha256 id = sha256(data);
+  std::string key(reinterpret_cast<const char*>(id.data()), id.size());
+  if (s.seen.count(key)) {
+    s.deduplicated += data.size();
+    return id;
+  }
+  // A committed record (even one marked garbage: the collector does not run
+  // while a writer is open) means the bytes are stored already.
+  auto existing = s.store.meta.get_chunk(id);
+  if (existing.ok()) {
+    s.seen.emplace(key, false);
+    s.deduplicated += data.size();
+    return id;
+  }
+  if (existing.status().code() != ENOENT) return existing.status();
+
+  PackEntry entry;
+  entry.id = id;
+  entry.raw_len = static_cast<uint32_t>(data.size());
+  entry.codec = compress_chunk(data, s.store.options.compress_level, s.compressed);
+  std::span<const uint8_t> stored = entry.codec == Codec::kRaw ? data : std::span(s.compressed);
+  entry.stored_len = static_cast<uint32_t>(stored.size());
+  entry.checksum = xxh3_64(stored);
+  FRUGAL_TRY(s.append(entry, stored));
+  s.seen.emplace(key, true);
+  return id;
+}
+
+Status ChunkStore::PackWriter::finish() {
+  FRUGAL_TRY(state_->seal());
+  state_->finished = true;
+  return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::stage(MetaStore::Txn& txn) {
+  State& s = *state_;
+  if (!s.finished) return Errorf(EINVAL, "PackWriter::stage before finish");
+  for (const PackRecord& pack : s.sealed) txn.put_pack(pack);
+  for (const ChunkRecord& chunk : s.new_chunks) {
+    txn.put_chunk(chunk);
+    txn.put_garbage(chunk.id);  // until add_ref names it
+  }
+  return Status::Ok();
+}
+
+uint64_t ChunkStore::PackWriter::stored_bytes() const { return state_->stored; }
+uint64_t ChunkStore::PackWriter::deduplicated_bytes() const { return state_->deduplicated; }
+
+// ---------------------------------------------------------------------------
+// Collector
+
+Status ChunkStore::State::delete_empty_pack(uint64_t pack_id) {
+  PackLayout layout;
+  {
+    auto txn = meta.begin();
+    auto pack = txn->get_pack(pack_id);
+    if (!pack.ok()) return pack.status().code() == ENOENT ? Status::Ok() : pack.status();
+    if (pack->live_bytes != 0) return Status::Ok();
+    // live_bytes == 0 means every chunk of the pack has refcount zero, and
+    // every such chunk carries a garbage mark: delete those records with the
+    // pack, so that no record (which dedup would find) outlives its pack.
+    std::vector<Sha256> records;
+    FRUGAL_TRY(txn->list_garbage([&](const Sha256& id) {
+      records.push_back(id);
+      return true;
+    }));
+    for (const Sha256& id : records) {
+      auto chunk = txn->get_chunk(id);
+      if (!chunk.ok()) {
+        if (chunk.status().code() == ENOENT) continue;
+        return chunk.status();
+      }
+      if (chunk->pack_id != pack_id) continue;
+      if (chunk->refcount != 0) return Errorf(EIO, "pack {:016x}: live chunk in an empty pack", pack_id);
+      txn->delete_chunk(id);
+      txn->delete_garbage(id);
+    }
+    layout = pack->layout;
+    txn->delete_pack(pack_id);
+    FRUGAL_TRY(txn->commit());
+  }
+  // Delete after unreference: the record is gone, now the fragments.
+  Status removed = packs.remove(layout);
+  if (!removed.ok()) log(fmt::format("pack {:016x}: {}", pack_id, removed.ToString()));
+  std::lock_guard lock(mu);
+  ++counters.packs_deleted;
+  return Status::Ok();
+}
+
+Status ChunkStore::State::compact(uint64_t pack_id) {
+  auto pack = meta.get_pack(pack_id);
+  if (!pack.ok()) return pack.status().code() == ENOENT ? Status::Ok() : pack.status();
+  std::vector<uint8_t> bytes(pack->layout.pack_len);
+  FRUGAL_TRY(packs.read(pack->layout, 0, bytes).WithContext(fmt::format("compacting pack {:016x}", pack_id)));
+  FRUGAL_ASSIGN_OR_RETURN(std::vector<PackEntry> entries, parse_pack(bytes));
+
+  ChunkStore::PackWriter::State writer(*this);
+  for (const PackEntry& e : entries) {
+    auto chunk = meta.get_chunk(e.id);
+    if (!chunk.ok()) {
+      if (chunk.status().code() == ENOENT) continue;  // collected already
+      return chunk.status();
+    }
+    if (chunk->pack_id != pack_id || chunk->offset != e.offset) continue;  // a copy elsewhere
+    std::span<const uint8_t> stored(bytes.data() + e.offset, e.stored_len);
+    if (xxh3_64(stored) != e.checksum) {
+      return Errorf(EIO, "compacting pack {:016x}: chunk {} fails its checksum", pack_id,
+                    chunk_name(e.id));
+    }
+    FRUGAL_TRY(writer.append(e, stored));
+  }
+  FRUGAL_TRY(writer.seal());
+
+  {
+    auto txn = meta.begin();
+    std::map<uint64_t, PackRecord> new_packs;
+    for (PackRecord& p : writer.sealed) new_packs[p.layout.pack_id] = p;
+    for (const ChunkRecord& moved : writer.new_chunks) {
+      auto chunk = txn->get_chunk(moved.id);
+      if (!chunk.ok()) {
+        if (chunk.status().code() == ENOENT) continue;
+        return chunk.status();
+      }
+      ChunkRecord updated = *chunk;
+      updated.pack_id = moved.pack_id;
+      updated.offset = moved.offset;
+      if (updated.refcount > 0) new_packs[moved.pack_id].live_bytes += footprint(moved.stored_len);
+      txn->put_chunk(updated);
+    }
+    for (auto& [id, p] : new_packs) txn->put_pack(p);
+    txn->delete_pack(pack_id);
+    FRUGAL_TRY(txn->commit());
+  }
+  Status removed = packs.remove(pack->layout);
+  if (!removed.ok()) log(fmt::format("pack {:016x}: {}", pack_id, removed.ToString()));
+  std::lock_guard lock(mu);
+  ++counters.packs_compacted;
+  return Status::Ok();
+}
+
+Status ChunkStore::collect() {
+  State& s = *state_;
+  // 1. Delete chunk records whose refcount is zero.
+  std::vector<Sha256> marked;
+  FRUGAL_TRY(s.meta.list_garbage([&](const Sha256& id) {
+    marked.push_back(id);
+    return true;
+  }));
+  for (size_t begin = 0; begin < marked.size(); begin += kCollectBatch) {
+    auto txn = s.meta.begin();
+    uint64_t deleted = 0;
+    for (size_t i = begin; i < std::min(marked.size(), begin + kCollectBatch); ++i) {
+      auto chunk = txn->get_chunk(marked[i]);
+      txn->delete_garbage(marked[i]);
+      if (!chunk.ok()) {
+        if (chunk.status().code() == ENOENT) continue;
+        return chunk.status();
+      }
+      if (chunk->refcount != 0) continue;  // a stale mark
+      txn->delete_chunk(marked[i]);
+      ++deleted;
+      std::lock_guard lock(s.mu);
+      s.packs_losing_bytes.insert(chunk->pack_id);
+    }
+    FRUGAL_TRY(txn->commit());
+    std::lock_guard lock(s.mu);
+    s.counters.chunks_deleted += deleted;
+  }
+
+  // 2. Delete packs left empty and compact packs that are mostly garbage.
+  std::set<uint64_t> candidates;
+  {
+    std::lock_guard lock(s.mu);
+    candidates.swap(s.packs_losing_bytes);
+  }
+  for (uint64_t pack_id : candidates) {
+    auto pack = s.meta.get_pack(pack_id);
+    if (!pack.ok()) {
+      if (pack.status().code() == ENOENT) continue;
+      return pack.status();
+    }
+    if (pack->live_bytes == 0) {
+      FRUGAL_TRY(s.delete_empty_pack(pack_id));
+    } else if (static_cast<double>(pack->live_bytes) <
+               s.options.compact_below_live_ratio * static_cast<double>(pack->total_bytes)) {
+      FRUGAL_TRY(s.compact(pack_id));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace frugalfs

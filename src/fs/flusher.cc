@@ -1,0 +1,224 @@
+// The flusher: moves buffered writes into chunks, packs and extents.
+//
+// One flush takes the dirty ranges of a set of inodes, widens each range to
+// the committed extents it touches (plus the extent just before it, so that a
+// file appended in several flushes is re-chunked across the seam), cuts the
+// widened regions with FastCDC, stores the chunks (data before metadata), and
+// commits the new extents, chunk and pack records and inode sizes of every
+// inode in one metadata transaction. A failed flush puts its data back under
+// the writes that came since, to be retried.
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "fs/fs_state.h"
+
+namespace frugalfs {
+
+namespace {
+
+struct Region {
+  uint64_t start = 0;
+  uint64_t end = 0;
+};
+
+struct Plan {
+  uint64_t ino = 0;
+  InodeTable::Ptr state;
+  uint64_t size = 0;
+  std::optional<int64_t> mtime_ns, ctime_ns;
+  uint64_t write_seq = 0;
+  uint64_t bytes = 0;  // dirty bytes taken
+  std::vector<Region> regions;
+  std::vector<Extent> extents;  // replacing the committed ones in regions
+};
+
+// Widens the dirty ranges to whole committed extents and merges them.
+Status plan_regions(MetaStore& meta, Plan& plan) {
+  for (const auto& [offset, bytes] : plan.state->flushing.ranges()) {
+    Region r{offset, offset + bytes.size()};
+    FRUGAL_TRY(meta.list_extents(plan.ino, offset > 0 ? offset - 1 : 0, [&](const Extent& e) {
+      if (e.file_offset >= r.end) return false;
+      r.start = std::min(r.start, e.file_offset);
+      r.end = std::max(r.end, e.end());
+      return true;
+    }));
+    if (!plan.regions.empty() && plan.regions.back().end >= r.start) {
+      plan.regions.back().end = std::max(plan.regions.back().end, r.end);
+    } else {
+      plan.regions.push_back(r);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status FileSystem::State::flush_locked(
+    const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& requested, bool sync) {
+  std::vector<std::pair<uint64_t, InodeTable::Ptr>> targets =
+      requested.empty() ? inodes.dirty_states() : requested;
+  std::vector<Plan> plans;
+  for (auto& [ino, state] : targets) {
+    std::lock_guard lock(state->mu);
+    if (state->deleted || state->dirty.empty()) continue;
+    Plan plan;
+    plan.ino = ino;
+    plan.state = state;
+    plan.size = state->size;
+    plan.mtime_ns = state->mtime_ns;
+    plan.ctime_ns = state->ctime_ns;
+    plan.write_seq = state->write_seq;
+    plan.bytes = state->dirty.bytes();
+    state->flushing = std::move(state->dirty);
+    state->dirty.clear();
+    state->flushing_active = true;
+    plans.push_back(std::move(plan));
+  }
+  if (plans.empty()) return sync ? meta->sync() : Status::Ok();
+
+  // The flushing ranges are immutable while flushing_active is set, so they
+  // are read here without the inode's lock.
+  auto writer = chunks->new_writer();
+  std::vector<uint8_t> buffer;
+  auto store_region = [&](Plan& plan, const Region& region) -> Status {
+    const DirtyRanges& flushing = plan.state->flushing;
+    std::span<const uint8_t> bytes;
+    auto exact = flushing.ranges().find(region.start);
+    if (exact != flushing.ranges().end() && exact->first + exact->second.size() == region.end) {
+      bytes = exact->second;  // nothing committed to merge with
+    } else {
+      buffer.resize(region.end - region.start);
+      FRUGAL_TRY(read_committed(plan.ino, region.start, buffer));
+      flushing.overlay(region.start, buffer);
+      bytes = buffer;
+    }
+    for (uint64_t pos = 0; pos < bytes.size();) {
+      Cut cut = cdc->cut(bytes.subspan(pos));
+      auto piece = bytes.subspan(pos, cut.length);
+      if (!all_zero(piece)) {  // zero chunks are holes
+        FRUGAL_ASSIGN_OR_RETURN(Sha256 id, writer->add(piece));
+        plan.extents.push_back(Extent{region.start + pos, static_cast<uint32_t>(cut.length), id, 0});
+      }
+      pos += cut.length;
+    }
+    return Status::Ok();
+  };
+
+  Status result;
+  for (Plan& plan : plans) {
+    result = plan_regions(*meta, plan);
+    for (size_t i = 0; result.ok() && i < plan.regions.size(); ++i) {
+      result = store_region(plan, plan.regions[i]);
+    }
+    if (!result.ok()) break;
+  }
+  if (result.ok()) result = writer->finish();
+  if (result.ok()) {
+    auto txn = meta->begin();
+    auto apply = [&]() -> Status {
+      FRUGAL_TRY(writer->stage(*txn));
+      for (Plan& plan : plans) {
+        auto record = txn->get_inode(plan.ino);
+        if (!record.ok()) {
+          if (record.status().code() == ENOENT) continue;  // deleted meanwhile
+          return record.status();
+        }
+        for (const Region& region : plan.regions) {
+          std::vector<Extent> old;
+          FRUGAL_TRY(txn->list_extents(plan.ino, region.start, [&](const Extent& e) {
+            if (e.file_offset >= region.end) return false;
+            old.push_back(e);
+            return true;
+          }));
+          for (const Extent& e : old) {
+            txn->delete_extent(plan.ino, e);
+            FRUGAL_TRY(chunks->drop_ref(*txn, e.chunk));
+          }
+        }
+        for (const Extent& e : plan.extents) {
+          txn->put_extent(plan.ino, e);
+          FRUGAL_TRY(chunks->add_ref(*txn, e.chunk));
+        }
+        record->size = plan.size;
+        if (plan.mtime_ns) record->mtime_ns = *plan.mtime_ns;
+        if (plan.ctime_ns) record->ctime_ns = *plan.ctime_ns;
+        txn->put_inode(*record);
+      }
+      return txn->commit(sync);
+    };
+    result = apply();
+  }
+
+  uint64_t flushed = 0;
+  int64_t requeued_delta = 0;
+  for (Plan& plan : plans) {
+    {
+      std::lock_guard lock(plan.state->mu);
+      if (result.ok()) {
+        plan.state->flushing.clear();
+        if (plan.state->write_seq == plan.write_seq) {
+          plan.state->mtime_ns.reset();
+          plan.state->ctime_ns.reset();
+        }
+        flushed += plan.bytes;
+      } else {
+        uint64_t counted = plan.state->dirty.bytes() + plan.state->flushing.bytes();
+        plan.state->dirty.merge_under(std::move(plan.state->flushing));
+        plan.state->flushing.clear();
+        requeued_delta += static_cast<int64_t>(plan.state->dirty.bytes()) - static_cast<int64_t>(counted);
+        if (!plan.state->deleted && plan.state->dirty_since_ns == 0) plan.state->dirty_since_ns = fs_now_ns();
+      }
+      plan.state->flushing_active = false;
+      plan.state->idle.notify_all();
+    }
+    inodes.evict_if_idle(plan.ino);
+  }
+  {
+    std::lock_guard lock(dirty_mu);
+    int64_t delta = requeued_delta - static_cast<int64_t>(flushed);
+    dirty_bytes = delta < 0 ? dirty_bytes - std::min<uint64_t>(dirty_bytes, static_cast<uint64_t>(-delta))
+                            : dirty_bytes + static_cast<uint64_t>(delta);
+    last_flush_error = result;
+    dirty_cv.notify_all();
+  }
+  if (!result.ok()) log("flush failed, will retry: " + result.ToString());
+  return result;
+}
+
+void FileSystem::State::request_flush() {
+  {
+    std::lock_guard lock(wake_mu);
+    flush_requested = true;
+  }
+  wake_cv.notify_all();
+}
+
+void FileSystem::State::flusher_loop() {
+  const auto interval_ns = static_cast<int64_t>(options.flush_interval_seconds * 1e9);
+  for (;;) {
+    bool requested;
+    {
+      std::unique_lock lock(wake_mu);
+      wake_cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return stop || flush_requested; });
+      if (stop) return;
+      requested = flush_requested;
+      flush_requested = false;
+    }
+    bool due = requested;
+    if (!due) {
+      const int64_t now = fs_now_ns();
+      for (auto& [ino, state] : inodes.dirty_states()) {
+        std::lock_guard lock(state->mu);
+        if (now - state->dirty_since_ns >= interval_ns) due = true;
+      }
+    }
+    std::lock_guard lock(flush_mu);
+    if (due) flush_locked({}, false).IgnoreError();  // logged; retried next round
+    Status collected = chunks->collect();
+    if (!collected.ok()) log("garbage collection: " + collected.ToString());
+  }
+}
+
+}  // namespace frugalfs

@@ -1,0 +1,95 @@
+// FileSystem::State: what the operation files of the fs layer share. Each
+// operation group lives in its own file (namespace_ops.cc, file_ops.cc,
+// xattr_ops.cc, flusher.cc); helpers used by several are declared here.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "frugalfs/chunk_store.h"
+#include "frugalfs/chunking.h"
+#include "frugalfs/fs.h"
+#include "frugalfs/meta.h"
+#include "frugalfs/stripe.h"
+#include "fs/inode_table.h"
+
+namespace frugalfs {
+
+int64_t fs_now_ns();
+
+struct FileHandle {
+  uint64_t ino = 0;
+  int flags = 0;
+};
+
+struct FileSystem::State {
+  FsOptions options;
+  std::unique_ptr<MetaStore> meta;
+  Superblock sb;
+  VolumeSet volumes;
+  std::unique_ptr<PackStore> packs;
+  std::unique_ptr<ChunkStore> chunks;
+  std::unique_ptr<FastCdc> cdc;
+  InodeTable inodes;
+
+  std::mutex handles_mu;
+  std::unordered_map<uint64_t, FileHandle> handles;
+  uint64_t next_fh = 1;
+
+  // Unflushed bytes of all files; writers wait while it is over the limit.
+  std::mutex dirty_mu;
+  std::condition_variable dirty_cv;
+  uint64_t dirty_bytes = 0;
+  Status last_flush_error;  // guarded by dirty_mu; reported to waiting writers
+
+  // One flush or collection at a time.
+  std::mutex flush_mu;
+  // The background flusher.
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool stop = false;
+  bool flush_requested = false;
+  std::thread flusher;
+
+  std::once_flag shutdown_once;
+  Status shutdown_status;
+
+  void log(std::string_view line) const { options.log(line); }
+
+  // --- inodes (filesystem.cc) ---
+  Result<InodeTable::Ptr> state_for(uint64_t ino);
+  // Attributes from the committed record, with unflushed size and times.
+  Attr to_attr(const InodeRecord& record, const InodeTable::Ptr& state);
+  Result<Attr> attr_of(uint64_t ino);
+  // attr_of, counting one lookup reference.
+  Result<Attr> attr_with_lookup(const InodeRecord& record);
+  // Deletes the inode's extents (dropping chunk references), xattrs and
+  // record in txn.
+  Status delete_inode_contents(MetaStore::Txn& txn, uint64_t ino);
+  // Deletes an unlinked inode once nothing references it any more.
+  Status purge_if_unreferenced(uint64_t ino);
+
+  // --- data (file_ops.cc) ---
+  // Reads committed bytes [offset, offset + out.size()) (holes as zeros).
+  Status read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
+  // Shortens the committed extents of ino to `size` within txn.
+  Status truncate_extents(MetaStore::Txn& txn, uint64_t ino, uint64_t size);
+  void account_dirty(int64_t delta);
+
+  // --- flushing (flusher.cc) ---
+  // Flushes the given inodes (all dirty ones when empty); sync makes the
+  // commit durable. Caller holds flush_mu.
+  Status flush_locked(const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& targets, bool sync);
+  void request_flush();
+  void flusher_loop();
+};
+
+// Validates a name for a new directory entry.
+Status check_name(std::string_view name);
+
+}  // namespace frugalfs

@@ -1,0 +1,72 @@
+// The in-memory side of inodes: lookup and open counts (the FUSE protocol's
+// references), the authoritative size, and the write buffer of data not yet
+// flushed. A state exists while the kernel references the inode or while it
+// has unflushed data; otherwise the metadata database is the whole truth.
+//
+// Lock order: InodeTable::mu_ before InodeState::mu before a MetaStore Txn.
+// The flusher never holds an InodeState::mu while it waits for anything.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "frugalfs/status.h"
+#include "fs/dirty_ranges.h"
+
+namespace frugalfs {
+
+struct InodeState {
+  std::mutex mu;                // guards everything below
+  std::condition_variable idle; // notified when a flush of this inode ends
+  uint64_t lookups = 0;         // also guarded by InodeTable::mu_
+  uint32_t opens = 0;           // also guarded by InodeTable::mu_
+  uint64_t size = 0;            // the file's size, including unflushed writes
+  DirtyRanges dirty;            // written since the last flush began
+  DirtyRanges flushing;         // being flushed now (read-only meanwhile)
+  bool flushing_active = false;
+  std::optional<int64_t> mtime_ns;  // set by writes not yet committed
+  std::optional<int64_t> ctime_ns;
+  int64_t dirty_since_ns = 0;   // when dirty became non-empty
+  uint64_t write_seq = 0;       // bumped by every write and setattr
+  bool deleted = false;         // purged: drop every later write
+
+  // Waits until no flush of this inode is in progress.
+  void wait_idle(std::unique_lock<std::mutex>& lock) {
+    idle.wait(lock, [&] { return !flushing_active; });
+  }
+};
+
+class InodeTable {
+ public:
+  using Ptr = std::shared_ptr<InodeState>;
+
+  // The state of ino, created with load_size() as its size if absent.
+  Result<Ptr> get(uint64_t ino, const std::function<Result<uint64_t>()>& load_size);
+  Ptr find(uint64_t ino) const;
+
+  void add_lookup(const Ptr& state, uint64_t n = 1);
+  void add_open(const Ptr& state);
+  // Return true when the inode is left with no lookups and no opens.
+  bool drop_lookups(uint64_t ino, uint64_t n);
+  bool drop_open(uint64_t ino);
+  bool referenced(uint64_t ino) const;
+
+  // Forgets the state of ino if it is unreferenced and has no unflushed data.
+  void evict_if_idle(uint64_t ino);
+  void erase(uint64_t ino);
+
+  // Every state with unflushed data, with its inode number.
+  std::vector<std::pair<uint64_t, Ptr>> dirty_states() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, Ptr> states_;
+};
+
+}  // namespace frugalfs

@@ -1,0 +1,294 @@
+// Names: create, link, unlink, rename and list directory entries. Each
+// operation is one metadata transaction.
+
+#include <fmt/format.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+
+#include "fs/fs_state.h"
+
+namespace frugalfs {
+
+namespace {
+
+Result<InodeRecord> directory(MetaStore::Txn& txn, uint64_t ino) {
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord record, txn.get_inode(ino));
+  if (!S_ISDIR(record.mode)) return Errorf(ENOTDIR, "inode {} is not a directory", ino);
+  return record;
+}
+
+void touch_dir(InodeRecord& dir, int64_t now) {
+  dir.mtime_ns = now;
+  dir.ctime_ns = now;
+}
+
+// Creates an inode named `name` in `parent`.
+Result<InodeRecord> create_node(FileSystem::State& s, uint64_t parent, std::string_view name,
+                                uint32_t mode, uint64_t rdev, std::string_view target,
+                                const Caller& caller) {
+  FRUGAL_TRY(check_name(name));
+  auto txn = s.meta->begin();
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, directory(*txn, parent));
+  if (dir.nlink == 0) return Errorf(ENOENT, "directory {} was removed", parent);
+  auto existing = txn->get_dentry(parent, name);
+  if (existing.ok()) return Errorf(EEXIST, "'{}' exists", name);
+  if (existing.status().code() != ENOENT) return existing.status();
+
+  const int64_t now = fs_now_ns();
+  InodeRecord r;
+  r.ino = s.meta->allocate_inode();
+  r.mode = mode;
+  r.uid = caller.uid;
+  r.gid = caller.gid;
+  if (dir.mode & S_ISGID) {  // BSD group semantics in setgid directories
+    r.gid = dir.gid;
+    if (S_ISDIR(mode)) r.mode |= S_ISGID;
+  }
+  r.nlink = S_ISDIR(mode) ? 2 : 1;
+  r.rdev = rdev;
+  r.atime_ns = r.mtime_ns = r.ctime_ns = now;
+  r.generation = 1;
+  r.symlink_target = std::string(target);
+  txn->put_inode(r);
+  txn->put_dentry(parent, DirEntry{std::string(name), r.ino, r.mode & S_IFMT, s.meta->allocate_cookie()});
+  touch_dir(dir, now);
+  if (S_ISDIR(mode)) ++dir.nlink;
+  txn->put_inode(dir);
+  FRUGAL_TRY(txn->commit());
+  return r;
+}
+
+// Drops one link of `child` (named in a directory that is being changed in
+// txn). Returns true when the inode is left without links.
+Result<bool> unlink_inode(FileSystem::State& s, MetaStore::Txn& txn, InodeRecord child,
+                          int64_t now) {
+  bool gone;
+  if (S_ISDIR(child.mode)) {
+    child.nlink = 0;
+    gone = true;
+  } else {
+    child.nlink -= std::min<uint32_t>(child.nlink, 1);
+    gone = child.nlink == 0;
+  }
+  child.ctime_ns = now;
+  if (!gone) {
+    txn.put_inode(child);
+    return false;
+  }
+  if (s.inodes.find(child.ino)) {
+    // Still referenced by the kernel or open: deleted at the last release.
+    txn.put_inode(child);
+    txn.put_orphan(child.ino);
+  } else {
+    FRUGAL_TRY(s.delete_inode_contents(txn, child.ino));
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<Attr> FileSystem::mknod(uint64_t parent, std::string_view name, uint32_t mode,
+                               uint64_t rdev, const Caller& caller) {
+  if (S_ISDIR(mode) || S_ISLNK(mode)) return Errorf(EINVAL, "mknod of a directory or symlink");
+  if ((mode & S_IFMT) == 0) mode |= S_IFREG;
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord r, create_node(*state_, parent, name, mode, rdev, "", caller));
+  return state_->attr_with_lookup(r);
+}
+
+Result<Attr> FileSystem::mkdir(uint64_t parent, std::string_view name, uint32_t mode,
+                               const Caller& caller) {
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord r, create_node(*state_, parent, name, S_IFDIR | (mode & 07777),
+                                                     0, "", caller));
+  return state_->attr_with_lookup(r);
+}
+
+Result<Attr> FileSystem::symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                 const Caller& caller) {
+  if (target.empty() || target.size() > 4095) return Errorf(ENAMETOOLONG, "bad symlink target length");
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord r,
+                          create_node(*state_, parent, name, S_IFLNK | 0777, 0, target, caller));
+  return state_->attr_with_lookup(r);
+}
+
+Result<Attr> FileSystem::link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  FRUGAL_TRY(check_name(new_name));
+  InodeRecord r;
+  {
+    auto txn = state_->meta->begin();
+    FRUGAL_ASSIGN_OR_RETURN(r, txn->get_inode(ino));
+    if (S_ISDIR(r.mode)) return Errorf(EPERM, "hard links to directories are not allowed");
+    if (r.nlink == 0) return Errorf(ENOENT, "inode {} was unlinked", ino);
+    if (r.nlink >= 65000) return Errorf(EMLINK, "too many links");
+    FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, directory(*txn, new_parent));
+    auto existing = txn->get_dentry(new_parent, new_name);
+    if (existing.ok()) return Errorf(EEXIST, "'{}' exists", new_name);
+    if (existing.status().code() != ENOENT) return existing.status();
+    const int64_t now = fs_now_ns();
+    ++r.nlink;
+    r.ctime_ns = now;
+    txn->put_inode(r);
+    txn->put_dentry(new_parent, DirEntry{std::string(new_name), ino, r.mode & S_IFMT,
+                                         state_->meta->allocate_cookie()});
+    touch_dir(dir, now);
+    txn->put_inode(dir);
+    FRUGAL_TRY(txn->commit());
+  }
+  return state_->attr_with_lookup(r);
+}
+
+static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_view name,
+                           bool want_dir) {
+  uint64_t child_ino = 0;
+  bool gone = false;
+  {
+    auto txn = s.meta->begin();
+    FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, directory(*txn, parent));
+    FRUGAL_ASSIGN_OR_RETURN(DirEntry entry, txn->get_dentry(parent, name));
+    FRUGAL_ASSIGN_OR_RETURN(InodeRecord child, txn->get_inode(entry.ino));
+    if (want_dir && !S_ISDIR(child.mode)) return Errorf(ENOTDIR, "'{}' is not a directory", name);
+    if (!want_dir && S_ISDIR(child.mode)) return Errorf(EISDIR, "'{}' is a directory", name);
+    if (want_dir) {
+      FRUGAL_ASSIGN_OR_RETURN(bool empty, txn->dir_empty(child.ino));
+      if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", name);
+    }
+    const int64_t now = fs_now_ns();
+    FRUGAL_TRY(txn->delete_dentry(parent, name));
+    touch_dir(dir, now);
+    if (want_dir) --dir.nlink;
+    txn->put_inode(dir);
+    FRUGAL_ASSIGN_OR_RETURN(gone, unlink_inode(s, *txn, child, now));
+    FRUGAL_TRY(txn->commit());
+    child_ino = child.ino;
+  }
+  if (gone) FRUGAL_TRY(s.purge_if_unreferenced(child_ino));
+  return Status::Ok();
+}
+
+Status FileSystem::unlink(uint64_t parent, std::string_view name) {
+  return remove_entry(*state_, parent, name, /*want_dir=*/false);
+}
+
+Status FileSystem::rmdir(uint64_t parent, std::string_view name) {
+  return remove_entry(*state_, parent, name, /*want_dir=*/true);
+}
+
+Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                          std::string_view new_name, unsigned flags) {
+  State& s = *state_;
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Errorf(EINVAL, "unsupported rename flags");
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) {
+    return Errorf(EINVAL, "RENAME_NOREPLACE with RENAME_EXCHANGE");
+  }
+  FRUGAL_TRY(check_name(new_name));
+  uint64_t replaced_ino = 0;
+  bool replaced_gone = false;
+  {
+    auto txn = s.meta->begin();
+    FRUGAL_ASSIGN_OR_RETURN(InodeRecord from_dir, directory(*txn, parent));
+    FRUGAL_ASSIGN_OR_RETURN(DirEntry entry, txn->get_dentry(parent, name));
+    FRUGAL_ASSIGN_OR_RETURN(InodeRecord child, txn->get_inode(entry.ino));
+    const bool same_dir = parent == new_parent;
+    InodeRecord to_dir_record;
+    if (!same_dir) {
+      FRUGAL_ASSIGN_OR_RETURN(to_dir_record, directory(*txn, new_parent));
+    }
+    InodeRecord& to_dir = same_dir ? from_dir : to_dir_record;
+    auto target = txn->get_dentry(new_parent, new_name);
+    if (!target.ok() && target.status().code() != ENOENT) return target.status();
+    const int64_t now = fs_now_ns();
+
+    if (flags & RENAME_EXCHANGE) {
+      if (!target.ok()) return Errorf(ENOENT, "'{}' does not exist", new_name);
+      FRUGAL_ASSIGN_OR_RETURN(InodeRecord other, txn->get_inode(target->ino));
+      txn->put_dentry(parent, DirEntry{std::string(name), other.ino, other.mode & S_IFMT,
+                                       s.meta->allocate_cookie()});
+      txn->put_dentry(new_parent, DirEntry{std::string(new_name), child.ino, child.mode & S_IFMT,
+                                           s.meta->allocate_cookie()});
+      if (!same_dir && S_ISDIR(child.mode) != S_ISDIR(other.mode)) {
+        if (S_ISDIR(child.mode)) {
+          --from_dir.nlink;
+          ++to_dir.nlink;
+        } else {
+          ++from_dir.nlink;
+          --to_dir.nlink;
+        }
+      }
+      child.ctime_ns = other.ctime_ns = now;
+      txn->put_inode(child);
+      txn->put_inode(other);
+    } else {
+      if (target.ok()) {
+        if (flags & RENAME_NOREPLACE) return Errorf(EEXIST, "'{}' exists", new_name);
+        if (target->ino == child.ino) return Status::Ok();  // two links of one inode
+        FRUGAL_ASSIGN_OR_RETURN(InodeRecord victim, txn->get_inode(target->ino));
+        if (S_ISDIR(child.mode) && !S_ISDIR(victim.mode)) {
+          return Errorf(ENOTDIR, "'{}' is not a directory", new_name);
+        }
+        if (!S_ISDIR(child.mode) && S_ISDIR(victim.mode)) {
+          return Errorf(EISDIR, "'{}' is a directory", new_name);
+        }
+        if (S_ISDIR(victim.mode)) {
+          FRUGAL_ASSIGN_OR_RETURN(bool empty, txn->dir_empty(victim.ino));
+          if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", new_name);
+          --to_dir.nlink;
+        }
+        FRUGAL_TRY(txn->delete_dentry(new_parent, new_name));
+        FRUGAL_ASSIGN_OR_RETURN(replaced_gone, unlink_inode(s, *txn, victim, now));
+        replaced_ino = victim.ino;
+      }
+      FRUGAL_TRY(txn->delete_dentry(parent, name));
+      txn->put_dentry(new_parent, DirEntry{std::string(new_name), child.ino, child.mode & S_IFMT,
+                                           s.meta->allocate_cookie()});
+      if (S_ISDIR(child.mode) && !same_dir) {
+        --from_dir.nlink;
+        ++to_dir.nlink;
+      }
+      child.ctime_ns = now;
+      txn->put_inode(child);
+    }
+    touch_dir(from_dir, now);
+    txn->put_inode(from_dir);
+    if (!same_dir) {
+      touch_dir(to_dir, now);
+      txn->put_inode(to_dir);
+    }
+    FRUGAL_TRY(txn->commit());
+  }
+  if (replaced_gone) FRUGAL_TRY(s.purge_if_unreferenced(replaced_ino));
+  return Status::Ok();
+}
+
+Status FileSystem::readdir(uint64_t ino, uint64_t cookie, bool plus,
+                           const std::function<bool(std::string_view, uint64_t, uint32_t, uint64_t,
+                                                    const Attr*)>& visit) {
+  State& s = *state_;
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, s.meta->get_inode(ino));
+  if (!S_ISDIR(dir.mode)) return Errorf(ENOTDIR, "inode {} is not a directory", ino);
+  // "." and ".." carry no attributes and never count as lookups.
+  if (cookie < 1 && !visit(".", ino, S_IFDIR, 1, nullptr)) return Status::Ok();
+  if (cookie < 2 && !visit("..", ino, S_IFDIR, 2, nullptr)) return Status::Ok();
+  Status err;
+  FRUGAL_TRY(s.meta->list_dir(ino, std::max<uint64_t>(cookie, 2), [&](const DirEntry& e) {
+    if (!plus) return visit(e.name, e.ino, e.type, e.cookie, nullptr);
+    auto record = s.meta->get_inode(e.ino);
+    if (!record.ok()) {
+      if (record.status().code() == ENOENT) return true;  // removed meanwhile
+      err = record.status();
+      return false;
+    }
+    auto state = s.inodes.find(e.ino);
+    Attr attr = s.to_attr(*record, state);
+    if (!visit(e.name, e.ino, e.type, e.cookie, &attr)) return false;
+    auto counted = s.attr_with_lookup(*record);
+    if (!counted.ok()) err = counted.status();
+    return counted.ok();
+  }));
+  return err;
+}
+
+Status FileSystem::fsyncdir(uint64_t ino) {
+  (void)ino;
+  return state_->meta->sync();
+}
+
+}  // namespace frugalfs
