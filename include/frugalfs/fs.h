@@ -52,6 +52,8 @@ struct Attr {
 struct Caller {
   uint32_t uid = 0;
   uint32_t gid = 0;
+  // Applied to new inodes' modes unless the parent has a default ACL.
+  uint32_t umask = 0;
 };
 
 // Fields of setattr; unset fields stay unchanged.

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "fs/fs_state.h"
+#include "fs/posix_acl.h"
 
 namespace frugalfs {
 
@@ -70,7 +71,17 @@ Result<Attr> FileSystem::setattr(uint64_t ino, const SetAttrRequest& req) {
   auto to_ns = [&](const timespec& ts) {
     return ts.tv_nsec == UTIME_NOW ? now : ts.tv_sec * 1000000000LL + ts.tv_nsec;
   };
-  if (req.mode) r.mode = (r.mode & S_IFMT) | (*req.mode & 07777);
+  if (req.mode) {
+    r.mode = (r.mode & S_IFMT) | (*req.mode & 07777);
+    auto acl_value = txn->get_xattr(ino, kAclAccessXattr);
+    if (acl_value.ok()) {
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<AclEntry> acl, parse_acl(*acl_value));
+      acl_chmod(acl, r.mode);
+      txn->put_xattr(ino, kAclAccessXattr, encode_acl(acl));
+    } else if (acl_value.status().code() != ENODATA) {
+      return acl_value.status();
+    }
+  }
   if (req.uid) r.uid = *req.uid;
   if (req.gid) r.gid = *req.gid;
   int64_t dropped = 0;

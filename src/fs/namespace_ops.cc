@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "fs/fs_state.h"
+#include "fs/posix_acl.h"
 
 namespace frugalfs {
 
@@ -34,6 +35,27 @@ Result<InodeRecord> create_node(FileSystem::State& s, uint64_t parent, std::stri
   if (existing.ok()) return Errorf(EEXIST, "'{}' exists", name);
   if (existing.status().code() != ENOENT) return existing.status();
 
+  // Default ACL inheritance, or else the umask (the kernel leaves both to
+  // filesystems that handle POSIX ACLs).
+  std::string default_acl;
+  if (!S_ISLNK(mode)) {
+    auto inherited = txn->get_xattr(parent, kAclDefaultXattr);
+    if (inherited.ok()) {
+      default_acl = std::move(*inherited);
+    } else if (inherited.status().code() != ENODATA) {
+      return inherited.status();
+    }
+  }
+  std::vector<AclEntry> access_acl;
+  if (!default_acl.empty()) {
+    FRUGAL_ASSIGN_OR_RETURN(access_acl, parse_acl(default_acl));
+    uint32_t perm = mode & 0777;
+    acl_inherit(access_acl, &perm);
+    mode = (mode & ~0777u) | perm;
+  } else if (!S_ISLNK(mode)) {
+    mode &= ~(caller.umask & 0777);
+  }
+
   const int64_t now = fs_now_ns();
   InodeRecord r;
   r.ino = s.meta->allocate_inode();
@@ -50,6 +72,10 @@ Result<InodeRecord> create_node(FileSystem::State& s, uint64_t parent, std::stri
   r.generation = 1;
   r.symlink_target = std::string(target);
   txn->put_inode(r);
+  if (!access_acl.empty() && !acl_is_minimal(access_acl)) {
+    txn->put_xattr(r.ino, kAclAccessXattr, encode_acl(access_acl));
+  }
+  if (!default_acl.empty() && S_ISDIR(mode)) txn->put_xattr(r.ino, kAclDefaultXattr, default_acl);
   txn->put_dentry(parent, DirEntry{std::string(name), r.ino, r.mode & S_IFMT, s.meta->allocate_cookie()});
   touch_dir(dir, now);
   if (S_ISDIR(mode)) ++dir.nlink;
