@@ -3,6 +3,7 @@
 // returns once the mount serves requests, or prints why it could not.
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -175,7 +176,14 @@ int serve(const MountRequest& request, ReadyReport& report) {
   fs_options.dirty_bytes_limit = request.options.dirty_bytes_limit;
   fs_options.flush_interval_seconds = request.options.flush_interval_seconds;
   fs_options.log = log_line;
+  // The fs's background threads inherit a mask that blocks the stop signals,
+  // so that those always reach the FUSE loop (see run_fuse).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   Result<std::unique_ptr<FileSystem>> fs = FileSystem::open(request.meta_dir, fs_options);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   if (!fs.ok()) {
     Status s = fs.status().code() == EBUSY
                    ? Errorf(EBUSY, "{} is in use by another frugalfs process", request.meta_dir)

@@ -3,13 +3,18 @@
 #include "fuse/fuse_adapter.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <fuse_lowlevel.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -81,8 +86,7 @@ class LogCapture {
   std::string text_;
 };
 
-void op_init(void* userdata, struct fuse_conn_info* conn) {
-  auto* ctx = static_cast<SessionContext*>(userdata);
+void op_init(void* /*userdata*/, struct fuse_conn_info* conn) {
   conn->max_write = kMaxWrite;
   // fs.open honours O_TRUNC, so the kernel may pass it instead of a setattr.
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
@@ -91,13 +95,6 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   // the fs, clears setuid/setgid bits on write and chown.
   conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_EXPORT_SUPPORT |
                                        FUSE_CAP_HANDLE_KILLPRIV);
-  try {
-    if (ctx->on_ready) ctx->on_ready();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "frugalfs: on_ready failed: {}\n", e.what());
-  } catch (...) {
-    fmt::print(stderr, "frugalfs: on_ready failed\n");
-  }
 }
 
 fuse_lowlevel_ops make_ops() {
@@ -137,7 +134,8 @@ fuse_lowlevel_ops make_ops() {
 }
 
 // The kernel reads ahead only 128 KiB on a FUSE mount by default; 1 MiB
-// requests nearly double sequential read throughput. Best effort (root only).
+// requests nearly double sequential read throughput. Best effort (root only);
+// must run after INIT is answered, which lowers it to what INIT negotiated.
 void raise_readahead(const std::string& mountpoint) {
   std::optional<std::string> device = mount_device_of(mountpoint);
   if (!device) return;
@@ -150,11 +148,59 @@ void raise_readahead(const std::string& mountpoint) {
   ::close(fd);
 }
 
+// Waits, on its own thread, until the mount serves requests: a stat of the
+// mount point goes through the kernel, which holds it until INIT has been
+// answered, and then through the request loop. Then tunes readahead and
+// calls on_ready. When the mount goes away first, the stat fails and
+// on_ready is not called.
+// The multithreaded request loop; returns when the session ends.
+int serve_requests(fuse_session* se, unsigned max_threads) {
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(config, 0);
+  unsigned idle = kMaxIdleThreads;
+  if (max_threads > 0) {
+    fuse_loop_cfg_set_max_threads(config, max_threads);
+    idle = std::min(idle, max_threads);
+  }
+  fuse_loop_cfg_set_idle_threads(config, idle);
+  int rc = fuse_session_loop_mt(se, config);
+  fuse_loop_cfg_destroy(config);
+  return rc;
+}
+
+class ReadyWatch {
+ public:
+  ReadyWatch(std::string mountpoint, std::function<void()> on_ready)
+      : thread_([mountpoint = std::move(mountpoint), on_ready = std::move(on_ready)] {
+          // Signals must reach the loop's threads, which end the loop on them.
+          sigset_t stop_signals;
+          sigemptyset(&stop_signals);
+          for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+          pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+          struct stat st {};
+          if (::stat(mountpoint.c_str(), &st) != 0) return;
+          raise_readahead(mountpoint);
+          try {
+            if (on_ready) on_ready();
+          } catch (const std::exception& e) {
+            fmt::print(stderr, "frugalfs: on_ready failed: {}\n", e.what());
+          } catch (...) {
+            fmt::print(stderr, "frugalfs: on_ready failed\n");
+          }
+        }) {}
+  ~ReadyWatch() { thread_.join(); }  // only after the mount is gone or ready
+  ReadyWatch(const ReadyWatch&) = delete;
+  ReadyWatch& operator=(const ReadyWatch&) = delete;
+
+ private:
+  std::thread thread_;
+};
+
 }  // namespace
 }  // namespace fuse
 
 Status run_fuse(FileSystem& fs, const MountOptions& options, std::function<void()> on_ready) {
-  fuse::SessionContext ctx{&fs, std::move(on_ready), options.log};
+  fuse::SessionContext ctx{&fs, options.log};
 
   std::vector<std::string> arg_strings = {"frugalfs", "-o", fuse::kBaseOptions};
   if (options.debug) arg_strings.push_back("-d");
@@ -170,6 +216,7 @@ Status run_fuse(FileSystem& fs, const MountOptions& options, std::function<void(
   fuse::LogCapture capture;
   const fuse_lowlevel_ops ops = fuse::make_ops();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &ctx);
+  ctx.session = se;
   fuse_opt_free_args(&args);
   if (se == nullptr) {
     std::string why = capture.text();
@@ -187,22 +234,16 @@ Status run_fuse(FileSystem& fs, const MountOptions& options, std::function<void(
                   why.empty() ? "mount refused" : why);
   }
   capture.stop();
-  fuse::raise_readahead(options.mountpoint);
 
-  fuse_loop_config* config = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_clone_fd(config, 0);
-  unsigned idle = fuse::kMaxIdleThreads;
-  if (options.max_threads > 0) {
-    fuse_loop_cfg_set_max_threads(config, options.max_threads);
-    idle = std::min(idle, options.max_threads);
+  int rc = 0;
+  {
+    // Joined after fuse_session_destroy, which aborts a stat still waiting.
+    fuse::ReadyWatch watch(options.mountpoint, std::move(on_ready));
+    rc = fuse::serve_requests(se, options.max_threads);
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
   }
-  fuse_loop_cfg_set_idle_threads(config, idle);
-  int rc = fuse_session_loop_mt(se, config);
-  fuse_loop_cfg_destroy(config);
-
-  fuse_session_unmount(se);
-  fuse_remove_signal_handlers(se);
-  fuse_session_destroy(se);
   // rc > 0 is the signal that ended the loop: a normal stop.
   if (rc < 0) return Errorf(-rc, "FUSE request loop failed");
   return Status::Ok();

@@ -31,11 +31,16 @@ struct MountOptions {
   std::function<void(std::string_view)> log;
 };
 
-// Creates the session, mounts, calls on_ready once the kernel's INIT request
-// has been answered (so the mount serves requests), runs the multithreaded
-// loop until unmounted or SIGINT/SIGTERM/SIGHUP, then unmounts. Errors before
-// the mount is ready (unknown option, mount refused) come back as a Status
+// Creates the session, mounts, runs the multithreaded request loop until the
+// mount goes away (fusermount3 -u, umount) or SIGINT/SIGTERM/SIGHUP, then
+// unmounts. on_ready is called, from another thread, once a stat of the
+// mount point has gone through the mount, i.e. the mount serves requests.
+// Errors before that (unknown option, mount refused) come back as a Status
 // whose message is libfuse's explanation; on_ready is then never called.
+//
+// Threads started before run_fuse (the fs's background work) should block
+// SIGINT, SIGTERM and SIGHUP: a stop signal delivered to one of them is
+// noticed by the loop only at the next request.
 Status run_fuse(FileSystem& fs, const MountOptions& options, std::function<void()> on_ready);
 
 }  // namespace frugalfs

@@ -26,8 +26,8 @@ namespace frugalfs::fuse {
 // The userdata of a session.
 struct SessionContext {
   FileSystem* fs = nullptr;
-  std::function<void()> on_ready;
   std::function<void(std::string_view)> log;
+  fuse_session* session = nullptr;  // set once created, before any request
 };
 
 inline SessionContext& context_of(fuse_req_t req) {

@@ -19,10 +19,13 @@ void list_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool
   FileSystem& fs = fs_of(req);
   thread_local std::vector<char> buffer;
   thread_local std::string name_z;  // fuse_add_direntry* want a C string
-  // With `plus`, the inodes whose lookup the fs counted for this reply.
+  // With `plus`, the inodes whose lookup the fs counted for this reply: those
+  // the kernel takes, and "." and ".." which it does not.
   thread_local std::vector<uint64_t> counted;
+  thread_local std::vector<uint64_t> not_taken;
   if (buffer.size() < size) buffer.resize(size);
   counted.clear();
+  not_taken.clear();
   size_t used = 0;
 
   Status status = fs.readdir(
@@ -58,17 +61,15 @@ void list_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool
         }
         if (need > room) return false;  // full: this entry is not sent, nor counted
         used += need;
+        // No call back into the fs from here: it may hold locks while visiting.
         if (plus && attr != nullptr) {
-          // The kernel never takes a reference for "." and "..", so it will not
-          // forget them either: give back the one the fs counted.
-          if (is_dot_or_dotdot(name)) {
-            fs.forget(child_ino, 1);
-          } else {
-            counted.push_back(child_ino);
-          }
+          (is_dot_or_dotdot(name) ? not_taken : counted).push_back(child_ino);
         }
         return true;
       });
+  // The kernel never takes a reference for "." and "..", so it will not forget
+  // them either: give back the ones the fs counted.
+  for (uint64_t child : not_taken) fs.forget(child, 1);
   if (!status.ok() && used == 0) return reply_status(req, status);
   // On an error after some entries, send those; the next call reports it.
   if (fuse_reply_buf(req, buffer.data(), used) != 0) {
