@@ -64,31 +64,3 @@ XattrReply xattr_reply_kind(size_t size, size_t length) {
 }
 
 }  // namespace frugalfs::fuse
-
-namespace frugalfs::fuse {
-
-std::optional<uint32_t> acl_permission_bits(std::string_view value) {
-  // <linux/posix_acl_xattr.h>: a little-endian u32 version (2), then entries
-  // of {u16 tag, u16 perm, u32 id}.
-  constexpr uint32_t kVersion = 2;
-  constexpr uint16_t kUserObj = 0x01, kGroupObj = 0x04, kMask = 0x10, kOther = 0x20;
-  auto le16 = [&](size_t at) {
-    return static_cast<uint16_t>(static_cast<uint8_t>(value[at]) |
-                                 static_cast<uint8_t>(value[at + 1]) << 8);
-  };
-  if (value.size() < 4 || (value.size() - 4) % 8 != 0) return std::nullopt;
-  if ((le16(0) | static_cast<uint32_t>(le16(2)) << 16) != kVersion) return std::nullopt;
-  std::optional<uint32_t> user, group, mask, other;
-  for (size_t at = 4; at < value.size(); at += 8) {
-    const uint16_t tag = le16(at);
-    const uint32_t perm = le16(at + 2) & 7u;
-    if (tag == kUserObj) user = perm;
-    if (tag == kGroupObj) group = perm;
-    if (tag == kMask) mask = perm;
-    if (tag == kOther) other = perm;
-  }
-  if (!user || !group || !other) return std::nullopt;
-  return *user << 6 | (mask ? *mask : *group) << 3 | *other;
-}
-
-}  // namespace frugalfs::fuse

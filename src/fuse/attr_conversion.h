@@ -10,9 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "frugalfs/fs.h"
@@ -43,17 +41,5 @@ std::string join_xattr_names(const std::vector<std::string>& names);
 // caller's buffer holds `size` bytes: size 0 asks for the length only.
 enum class XattrReply { kLength, kValue, kTooSmall };
 XattrReply xattr_reply_kind(size_t size, size_t length);
-
-}  // namespace frugalfs::fuse
-
-namespace frugalfs::fuse {
-
-// The xattr that holds a file's access ACL, and the permission bits (0777) it
-// implies, as the kernel computes them for filesystems with native ACLs:
-// owner from the ACL_USER_OBJ entry, group from ACL_MASK (or ACL_GROUP_OBJ
-// without a mask), others from ACL_OTHER. nullopt when the value is not a
-// valid version-2 ACL.
-inline constexpr std::string_view kAccessAclXattr = "system.posix_acl_access";
-std::optional<uint32_t> acl_permission_bits(std::string_view xattr_value);
 
 }  // namespace frugalfs::fuse

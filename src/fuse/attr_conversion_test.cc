@@ -89,27 +89,3 @@ TEST_CASE("xattr names are NUL-terminated and sizes follow getxattr(2)") {
   CHECK(xattr_reply_kind(10, 10) == XattrReply::kValue);
   CHECK(xattr_reply_kind(64, 0) == XattrReply::kValue);
 }
-
-static std::string acl(std::initializer_list<std::pair<uint16_t, uint16_t>> entries) {
-  std::string out("\x02\x00\x00\x00", 4);
-  for (auto [tag, perm] : entries) {
-    const char e[8] = {static_cast<char>(tag & 0xff), static_cast<char>(tag >> 8),
-                       static_cast<char>(perm), 0, 0x39, 0x30, 0, 0};
-    out.append(e, 8);
-  }
-  return out;
-}
-
-TEST_CASE("acl_permission_bits follows the mask, like the kernel") {
-  // user::rw- user:1234:rw- group::--- mask::rw- other::r--
-  CHECK(acl_permission_bits(acl({{0x01, 6}, {0x02, 6}, {0x04, 0}, {0x10, 6}, {0x20, 4}})) ==
-        0664u);
-  // Only the base entries: group from group::.
-  CHECK(acl_permission_bits(acl({{0x01, 7}, {0x04, 5}, {0x20, 1}})) == 0751u);
-  CHECK_FALSE(acl_permission_bits(""));
-  CHECK_FALSE(acl_permission_bits(acl({{0x01, 7}, {0x20, 1}})));  // no group entry
-  std::string bad = acl({{0x01, 7}, {0x04, 5}, {0x20, 1}});
-  bad[0] = 1;  // version 1
-  CHECK_FALSE(acl_permission_bits(bad));
-  CHECK_FALSE(acl_permission_bits(bad.substr(0, 9)));  // truncated entry
-}

@@ -90,6 +90,11 @@ void op_init(void* /*userdata*/, struct fuse_conn_info* conn) {
   conn->max_write = kMaxWrite;
   // fs.open honours O_TRUNC, so the kernel may pass it instead of a setattr.
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  // The fs stores ACLs, keeps the mode in sync with them and inherits default
+  // ACLs, which replace the umask: so the kernel enforces ACLs and leaves the
+  // umask to the fs (it passes it in each create request).
+  const unsigned acl_caps = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+  if ((conn->capable & acl_caps) == acl_caps) conn->want |= acl_caps;
   // The kernel's page cache does not buffer writes for us (every write
   // reaches the fs's own write buffer); no NFS export; and the kernel, not
   // the fs, clears setuid/setgid bits on write and chown.
@@ -216,7 +221,6 @@ Status run_fuse(FileSystem& fs, const MountOptions& options, std::function<void(
   fuse::LogCapture capture;
   const fuse_lowlevel_ops ops = fuse::make_ops();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &ctx);
-  ctx.session = se;
   fuse_opt_free_args(&args);
   if (se == nullptr) {
     std::string why = capture.text();

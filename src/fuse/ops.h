@@ -27,7 +27,6 @@ namespace frugalfs::fuse {
 struct SessionContext {
   FileSystem* fs = nullptr;
   std::function<void(std::string_view)> log;
-  fuse_session* session = nullptr;  // set once created, before any request
 };
 
 inline SessionContext& context_of(fuse_req_t req) {

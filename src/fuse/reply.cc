@@ -8,7 +8,10 @@ namespace frugalfs::fuse {
 
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{static_cast<uint32_t>(ctx->uid), static_cast<uint32_t>(ctx->gid)};
+  // umask: with FUSE_CAP_DONT_MASK the kernel leaves it to the fs, which
+  // applies it unless the parent has a default ACL.
+  return Caller{static_cast<uint32_t>(ctx->uid), static_cast<uint32_t>(ctx->gid),
+                static_cast<uint32_t>(ctx->umask)};
 }
 
 void reply_status(fuse_req_t req, const Status& status) {
