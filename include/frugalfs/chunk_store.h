@@ -2,8 +2,10 @@
 // cache, garbage collection and compaction of packs. Persists through the
 // meta layer; knows nothing of files or names (extents are the caller's).
 //
-// Lifecycle of a chunk record: a new chunk is committed with refcount 0 and a
-// garbage mark; add_ref takes it to 1 and clears the mark; drop_ref back to 0
+// Lifecycle of a chunk record: a new chunk is committed with refcount 0, and
+// with a garbage mark unless the same transaction references it (marks are
+// not written just to be deleted: they would leave tombstones that every
+// collector scan steps over); add_ref takes it to 1 and clears any mark; drop_ref back to 0
 // sets the mark again. collect() deletes marked chunks and packs left without
 // live bytes, and compacts packs that are mostly garbage (copy, commit,
 // delete). A pack's live_bytes always counts the entries (header + stored
@@ -64,6 +66,9 @@ class ChunkStore {
     Status finish();
     // Puts the records of the new chunks and packs into txn (after finish()).
     Status stage(MetaStore::Txn& txn);
+    // After the caller's add_ref calls in the same txn: marks the new chunks
+    // that no extent names as garbage.
+    Status mark_unreferenced(MetaStore::Txn& txn);
     // Bytes of new chunks stored (after compression) and of chunks deduplicated.
     uint64_t stored_bytes() const;
     uint64_t deduplicated_bytes() const;

@@ -111,6 +111,7 @@ class MetaReader {
   Result<ChunkRecord> get_chunk(const Sha256& id);                      // ENOENT
   Result<PackRecord> get_pack(uint64_t pack_id);                        // ENOENT
   Result<std::string> get_xattr(uint64_t ino, std::string_view name);   // ENODATA
+  Result<bool> is_garbage(const Sha256& id);  // true when the chunk carries a garbage mark
 
   // Entries of a directory with cookie > after_cookie, in cookie order, until
   // visit returns false.

@@ -178,7 +178,8 @@ Status ChunkStore::add_ref(MetaStore::Txn& txn, const Sha256& id) {
     FRUGAL_ASSIGN_OR_RETURN(PackRecord pack, txn.get_pack(chunk.pack_id));
     pack.live_bytes += footprint(chunk.stored_len);
     txn.put_pack(pack);
-    txn.delete_garbage(id);
+    FRUGAL_ASSIGN_OR_RETURN(bool marked, txn.is_garbage(id));
+    if (marked) txn.delete_garbage(id);
   }
   txn.put_chunk(chunk);
   return Status::Ok();
@@ -295,6 +296,11 @@ Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
   // while a writer is open) means the bytes are stored already.
   auto existing = s.store.meta.get_chunk(id);
   if (existing.ok()) {
+    auto pack = s.store.meta.get_pack(existing->pack_id);
+    if (!pack.ok() && pack.status().code() != ENOENT) return pack.status();
+    existing = pack.ok() ? existing : Result<ChunkRecord>(Errorf(ENOENT, "pack deleted"));
+  }
+  if (existing.ok()) {
     s.seen.emplace(key, false);
     s.deduplicated += data.size();
     return id;
@@ -323,9 +329,14 @@ Status ChunkStore::PackWriter::stage(MetaStore::Txn& txn) {
   State& s = *state_;
   if (!s.finished) return Errorf(EINVAL, "PackWriter::stage before finish");
   for (const PackRecord& pack : s.sealed) txn.put_pack(pack);
-  for (const ChunkRecord& chunk : s.new_chunks) {
-    txn.put_chunk(chunk);
-    txn.put_garbage(chunk.id);  // until add_ref names it
+  for (const ChunkRecord& chunk : s.new_chunks) txn.put_chunk(chunk);
+  return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::mark_unreferenced(MetaStore::Txn& txn) {
+  for (const ChunkRecord& staged : state_->new_chunks) {
+    FRUGAL_ASSIGN_OR_RETURN(ChunkRecord chunk, txn.get_chunk(staged.id));
+    if (chunk.refcount == 0) txn.put_garbage(chunk.id);
   }
   return Status::Ok();
 }
@@ -343,25 +354,9 @@ Status ChunkStore::State::delete_empty_pack(uint64_t pack_id) {
     auto pack = txn->get_pack(pack_id);
     if (!pack.ok()) return pack.status().code() == ENOENT ? Status::Ok() : pack.status();
     if (pack->live_bytes != 0) return Status::Ok();
-    // live_bytes == 0 means every chunk of the pack has refcount zero, and
-    // every such chunk carries a garbage mark: delete those records with the
-    // pack, so that no record (which dedup would find) outlives its pack.
-    std::vector<Sha256> records;
-    FRUGAL_TRY(txn->list_garbage([&](const Sha256& id) {
-      records.push_back(id);
-      return true;
-    }));
-    for (const Sha256& id : records) {
-      auto chunk = txn->get_chunk(id);
-      if (!chunk.ok()) {
-        if (chunk.status().code() == ENOENT) continue;
-        return chunk.status();
-      }
-      if (chunk->pack_id != pack_id) continue;
-      if (chunk->refcount != 0) return Errorf(EIO, "pack {:016x}: live chunk in an empty pack", pack_id);
-      txn->delete_chunk(id);
-      txn->delete_garbage(id);
-    }
+    // live_bytes == 0: every chunk of the pack has refcount zero. Their
+    // records are deleted by the garbage sweep; one left behind meanwhile is
+    // harmless, because dedup checks that a chunk's pack exists.
     layout = pack->layout;
     txn->delete_pack(pack_id);
     FRUGAL_TRY(txn->commit());

@@ -17,7 +17,9 @@ void DirtyRanges::write(uint64_t offset, std::span<const uint8_t> data) {
   uint64_t start = offset;
   if (it != ranges_.begin()) {
     auto prev = std::prev(it);
-    if (prev->first + prev->second.size() >= offset) {
+    const uint64_t prev_end = prev->first + prev->second.size();
+    const bool capped_append = prev_end == offset && prev->second.size() + data.size() > kMaxRange;
+    if (prev_end >= offset && !capped_append) {
       start = prev->first;
       merged = std::move(prev->second);
       bytes_ -= merged.size();
@@ -25,12 +27,19 @@ void DirtyRanges::write(uint64_t offset, std::span<const uint8_t> data) {
     }
   }
   uint64_t merged_end = start + merged.size();
+  bool placed = false;
   if (merged_end < end) {
-    merged.resize(end - start);
+    if (offset == merged_end) {  // an append: no zero-fill, one copy
+      merged.insert(merged.end(), data.begin(), data.end());
+      placed = true;
+    } else {
+      merged.resize(end - start);
+    }
     merged_end = end;
   }
   // Absorb the ranges that start inside or right after the new bytes.
-  while (it != ranges_.end() && it->first <= end) {
+  while (it != ranges_.end() &&
+         (it->first < end || (it->first == end && merged.size() + it->second.size() <= kMaxRange))) {
     uint64_t r_end = it->first + it->second.size();
     if (r_end > merged_end) {
       // Keep the part of the older range beyond the new bytes.
@@ -43,7 +52,7 @@ void DirtyRanges::write(uint64_t offset, std::span<const uint8_t> data) {
     bytes_ -= it->second.size();
     it = ranges_.erase(it);
   }
-  std::memcpy(merged.data() + (offset - start), data.data(), data.size());
+  if (!placed) std::memcpy(merged.data() + (offset - start), data.data(), data.size());
   bytes_ += merged.size();
   ranges_.emplace(start, std::move(merged));
 }

@@ -1,5 +1,7 @@
 // The bytes written to one file that have not reached the volumes yet: a set
-// of non-overlapping, non-adjacent byte ranges, newest bytes winning.
+// of non-overlapping byte ranges, newest bytes winning. Touching ranges are
+// merged up to kMaxRange bytes, so a long sequential write is kept in pieces
+// of that size instead of one ever-growing (and ever re-allocated) buffer.
 //
 // Thread-safety: none; the owning InodeState's mutex guards it.
 #pragma once
@@ -13,6 +15,7 @@ namespace frugalfs {
 
 class DirtyRanges {
  public:
+  static constexpr uint64_t kMaxRange = 8 << 20;
   using Map = std::map<uint64_t, std::vector<uint8_t>>;  // offset -> bytes
 
   // Records data at offset, replacing older bytes there; ranges that touch

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "fs/fs_state.h"
 
@@ -81,27 +82,46 @@ Status FileSystem::State::flush_locked(
   // The flushing ranges are immutable while flushing_active is set, so they
   // are read here without the inode's lock.
   auto writer = chunks->new_writer();
-  std::vector<uint8_t> buffer;
-  auto store_region = [&](Plan& plan, const Region& region) -> Status {
-    const DirtyRanges& flushing = plan.state->flushing;
-    std::span<const uint8_t> bytes;
-    auto exact = flushing.ranges().find(region.start);
-    if (exact != flushing.ranges().end() && exact->first + exact->second.size() == region.end) {
-      bytes = exact->second;  // nothing committed to merge with
-    } else {
-      buffer.resize(region.end - region.start);
-      FRUGAL_TRY(read_committed(plan.ino, region.start, buffer));
-      flushing.overlay(region.start, buffer);
-      bytes = buffer;
+  // Fills out with the region's bytes at offset: the flushing bytes, and
+  // committed bytes where those leave gaps.
+  auto fill = [&](const Plan& plan, uint64_t offset, std::span<uint8_t> out) -> Status {
+    const auto& ranges = plan.state->flushing.ranges();
+    auto it = ranges.upper_bound(offset);
+    bool covered = false;
+    if (it != ranges.begin()) {
+      --it;
+      covered = it->first + it->second.size() >= offset + out.size();
     }
-    for (uint64_t pos = 0; pos < bytes.size();) {
-      Cut cut = cdc->cut(bytes.subspan(pos));
-      auto piece = bytes.subspan(pos, cut.length);
-      if (!all_zero(piece)) {  // zero chunks are holes
-        FRUGAL_ASSIGN_OR_RETURN(Sha256 id, writer->add(piece));
-        plan.extents.push_back(Extent{region.start + pos, static_cast<uint32_t>(cut.length), id, 0});
+    if (!covered) FRUGAL_TRY(read_committed(plan.ino, offset, out));
+    plan.state->flushing.overlay(offset, out);
+    return Status::Ok();
+  };
+  // Cuts a region with FastCDC through a window of kFlushWindow bytes; a
+  // piece left without a natural cut at the window's end moves to the front.
+  auto store_region = [&](Plan& plan, const Region& region) -> Status {
+    std::vector<uint8_t>& window = flush_window;
+    uint64_t pos = region.start;  // file offset of window[0]
+    size_t have = 0;              // bytes carried over at the window's front
+    while (pos < region.end) {
+      const size_t size = static_cast<size_t>(std::min<uint64_t>(kFlushWindow, region.end - pos));
+      if (window.size() < size) window.resize(size);
+      std::span<uint8_t> bytes(window.data(), size);
+      FRUGAL_TRY(fill(plan, pos + have, bytes.subspan(have)));
+      const bool last = pos + size == region.end;
+      size_t off = 0;
+      while (off < size) {
+        Cut cut = cdc->cut(bytes.subspan(off));
+        if (!cut.natural && !last) break;
+        auto piece = bytes.subspan(off, cut.length);
+        if (!all_zero(piece)) {  // zero chunks are holes
+          FRUGAL_ASSIGN_OR_RETURN(Sha256 id, writer->add(piece));
+          plan.extents.push_back(Extent{pos + off, static_cast<uint32_t>(cut.length), id, 0});
+        }
+        off += cut.length;
       }
-      pos += cut.length;
+      have = size - off;
+      std::memmove(window.data(), window.data() + off, have);
+      pos += off;
     }
     return Status::Ok();
   };
@@ -146,6 +166,7 @@ Status FileSystem::State::flush_locked(
         if (plan.ctime_ns) record->ctime_ns = *plan.ctime_ns;
         txn->put_inode(*record);
       }
+      FRUGAL_TRY(writer->mark_unreferenced(*txn));
       return txn->commit(sync);
     };
     result = apply();

@@ -49,6 +49,9 @@ struct FileSystem::State {
 
   // One flush or collection at a time.
   std::mutex flush_mu;
+  // The flusher's chunking window, kept between flushes (guarded by flush_mu).
+  static constexpr size_t kFlushWindow = 8 << 20;
+  std::vector<uint8_t> flush_window;
   // The background flusher.
   std::mutex wake_mu;
   std::condition_variable wake_cv;

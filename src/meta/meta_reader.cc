@@ -50,6 +50,11 @@ Result<std::string> MetaReader::get_xattr(uint64_t ino, std::string_view name) {
   return rec::decode_xattr(*value);
 }
 
+Result<bool> MetaReader::is_garbage(const Sha256& id) {
+  FRUGAL_ASSIGN_OR_RETURN(auto value, get_raw(keys::garbage(id)));
+  return value.has_value();
+}
+
 Status MetaReader::list_dir(uint64_t parent, uint64_t after_cookie,
                             const std::function<bool(const DirEntry&)>& visit) {
   if (after_cookie == std::numeric_limits<uint64_t>::max()) return Status::Ok();
