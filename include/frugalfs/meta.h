@@ -58,6 +58,7 @@ struct InodeRecord {
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
   uint64_t generation = 0;
+  uint64_t data_bytes = 0;     // bytes covered by extents (st_blocks; holes excluded)
   std::string symlink_target;  // symlinks only
 };
 

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -43,12 +44,21 @@ struct Reference {
 void check_against(const DirtyRanges& d, const Reference& ref) {
   uint64_t sum = 0;
   uint64_t prev_end = 0;
+  uint64_t prev_size = 0;
   bool first = true;
   for (const auto& [offset, bytes] : d.ranges()) {
     REQUIRE(!bytes.empty());
-    if (!first) REQUIRE_MESSAGE(offset > prev_end, "ranges overlap or touch at " << offset);
+    if (!first) {
+      REQUIRE_MESSAGE(offset >= prev_end, "ranges overlap at " << offset);
+      // Touching ranges are merged unless the result would exceed kMaxRange.
+      if (offset == prev_end) {
+        REQUIRE_MESSAGE(prev_size + bytes.size() > DirtyRanges::kMaxRange,
+                        "touching ranges left unmerged at " << offset);
+      }
+    }
     first = false;
     prev_end = offset + bytes.size();
+    prev_size = bytes.size();
     REQUIRE(prev_end <= ref.data.size());
     sum += bytes.size();
   }
@@ -58,10 +68,15 @@ void check_against(const DirtyRanges& d, const Reference& ref) {
   for (uint8_t sentinel : {uint8_t{0x00}, uint8_t{0xa5}}) {
     std::vector<uint8_t> out(ref.data.size(), sentinel);
     d.overlay(0, out);
+    size_t bad = out.size();
     for (size_t i = 0; i < out.size(); ++i) {
       const uint8_t want = ref.set[i] ? ref.data[i] : sentinel;
-      REQUIRE_MESSAGE(out[i] == want, "byte " << i);
+      if (out[i] != want) {
+        bad = i;
+        break;
+      }
     }
+    REQUIRE_MESSAGE(bad == out.size(), "overlay differs from the model at byte " << bad);
   }
 }
 
@@ -93,9 +108,11 @@ TEST_CASE("DirtyRanges: randomized model test against a byte array") {
       const uint64_t n = rng() % (space - at + 1);
       std::vector<uint8_t> window(n, 0x5a);
       d.overlay(at, window);
-      for (uint64_t i = 0; i < n; ++i) {
-        REQUIRE(window[i] == (ref.set[at + i] ? ref.data[at + i] : 0x5a));
+      uint64_t bad = n;
+      for (uint64_t i = 0; i < n && bad == n; ++i) {
+        if (window[i] != (ref.set[at + i] ? ref.data[at + i] : 0x5a)) bad = i;
       }
+      REQUIRE_MESSAGE(bad == n, "window at " << at << " differs at " << bad);
       if (op % 50 == 0) check_against(d, ref);
     }
     check_against(d, ref);
@@ -275,4 +292,77 @@ TEST_CASE("DirtyRanges: large offsets (beyond 4 GiB) work") {
   for (int i = 5; i < 15; ++i) CHECK(out[i] == 1 + (i - 5));
   d.truncate(big + 3);
   CHECK(d.bytes() == 13);
+}
+
+TEST_CASE("DirtyRanges: a long sequential write is kept in pieces of at most kMaxRange") {
+  const uint64_t max = DirtyRanges::kMaxRange;
+  DirtyRanges d;
+  const size_t piece = 1 << 20;
+  const size_t total = 20 << 20;
+  std::vector<uint8_t> ref(total);
+  for (size_t off = 0; off < total; off += piece) {
+    auto b = bytes_of(piece, static_cast<uint8_t>(off >> 20));
+    b[0] = 0xaa;  // distinct bytes at each piece's start
+    d.write(off, b);
+    std::copy(b.begin(), b.end(), ref.begin() + static_cast<std::ptrdiff_t>(off));
+  }
+  CHECK(d.bytes() == total);
+  for (const auto& [offset, bytes] : d.ranges()) CHECK(bytes.size() <= max);
+  CHECK(d.ranges().size() == (total + max - 1) / max);
+  std::vector<uint8_t> out(total, 0);
+  d.overlay(0, out);
+  CHECK(out == ref);
+  // A write across the seam of two full pieces replaces bytes in both and
+  // leaves no overlap.
+  d.write(max - 10, bytes_of(20, 0x33));
+  std::copy_n(bytes_of(20, 0x33).begin(), 20, ref.begin() + static_cast<std::ptrdiff_t>(max - 10));
+  out.assign(total, 0);
+  d.overlay(0, out);
+  CHECK(out == ref);
+  CHECK(d.bytes() == total);
+  uint64_t end = 0;
+  for (const auto& [offset, bytes] : d.ranges()) {
+    CHECK(offset >= end);
+    end = offset + bytes.size();
+  }
+  // Truncate in the middle of the second piece.
+  d.truncate(max + 5);
+  CHECK(d.bytes() == max + 5);
+  // A single write larger than kMaxRange is one range.
+  DirtyRanges big;
+  big.write(0, std::vector<uint8_t>(max + 100, 1));
+  CHECK(big.ranges().size() == 1);
+  CHECK(big.bytes() == max + 100);
+}
+
+TEST_CASE("DirtyRanges: randomized model test with ranges beyond kMaxRange") {
+  std::mt19937_64 rng(99);
+  const size_t space = 20 << 20;
+  DirtyRanges d;
+  Reference ref(space);
+  uint64_t append_at = 0;
+  for (int op = 0; op < 250; ++op) {
+    const uint64_t kind = rng() % 10;
+    if (kind == 0) {
+      const uint64_t size = rng() % (space + 1);
+      d.truncate(size);
+      ref.truncate(size);
+      continue;
+    }
+    uint64_t offset, len;
+    if (kind < 6) {  // sequential appends, as a copy would write
+      len = 1 + rng() % (1 << 20);
+      if (append_at + len > space) append_at = rng() % (space / 2);
+      offset = append_at;
+      append_at += len;
+    } else {
+      offset = rng() % space;
+      len = rng() % std::min<uint64_t>(space - offset + 1, 3 << 20);
+    }
+    auto bytes = bytes_of(len, static_cast<uint8_t>(rng()));
+    d.write(offset, bytes);
+    ref.write(offset, bytes);
+    if (op == 125) check_against(d, ref);
+  }
+  check_against(d, ref);
 }

@@ -41,7 +41,8 @@ Status FileSystem::State::read_committed(uint64_t ino, uint64_t offset, std::spa
   return err.WithContext(fmt::format("inode {}", ino));
 }
 
-Status FileSystem::State::truncate_extents(MetaStore::Txn& txn, uint64_t ino, uint64_t size) {
+Status FileSystem::State::truncate_extents(MetaStore::Txn& txn, InodeRecord& inode, uint64_t size) {
+  const uint64_t ino = inode.ino;
   std::vector<Extent> beyond;
   FRUGAL_TRY(txn.list_extents(ino, size, [&](const Extent& e) {
     beyond.push_back(e);
@@ -50,10 +51,12 @@ Status FileSystem::State::truncate_extents(MetaStore::Txn& txn, uint64_t ino, ui
   for (const Extent& e : beyond) {
     txn.delete_extent(ino, e);
     if (e.file_offset >= size) {
+      inode.data_bytes -= std::min<uint64_t>(inode.data_bytes, e.length);
       FRUGAL_TRY(chunks->drop_ref(txn, e.chunk));
     } else {
       Extent kept = e;  // the same chunk reference, shortened
       kept.length = static_cast<uint32_t>(size - e.file_offset);
+      inode.data_bytes -= std::min<uint64_t>(inode.data_bytes, e.length - kept.length);
       txn.put_extent(ino, kept);
     }
   }
@@ -90,7 +93,7 @@ Result<Attr> FileSystem::setattr(uint64_t ino, const SetAttrRequest& req) {
     if (!S_ISREG(r.mode)) return Errorf(EINVAL, "inode {} is not a regular file", ino);
     const uint64_t size = *req.size;
     if (size > (uint64_t{1} << 62)) return Errorf(EFBIG, "size {} is too large", size);
-    if (size < r.size) FRUGAL_TRY(s.truncate_extents(*txn, ino, size));
+    if (size < r.size) FRUGAL_TRY(s.truncate_extents(*txn, r, size));
     r.size = size;
     r.mtime_ns = now;
   } else if (state->mtime_ns) {

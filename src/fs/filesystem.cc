@@ -57,14 +57,17 @@ Attr FileSystem::State::to_attr(const InodeRecord& r, const InodeTable::Ptr& sta
   a.mtime = to_timespec(r.mtime_ns);
   a.ctime = to_timespec(r.ctime_ns);
   a.generation = r.generation;
+  uint64_t data = r.data_bytes;
   if (state) {
     std::lock_guard lock(state->mu);
+    data += state->dirty.bytes() + state->flushing.bytes();
     if (S_ISREG(r.mode)) a.size = state->size;
     if (state->mtime_ns) a.mtime = to_timespec(*state->mtime_ns);
     if (state->ctime_ns) a.ctime = to_timespec(*state->ctime_ns);
   }
   if (S_ISLNK(r.mode)) a.size = r.symlink_target.size();
-  a.blocks = (a.size + 511) / 512;
+  // Holes take no space; unflushed bytes are counted as if stored.
+  a.blocks = S_ISREG(r.mode) ? (std::min(data, a.size) + 511) / 512 : (a.size + 511) / 512;
   return a;
 }
 

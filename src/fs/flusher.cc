@@ -153,11 +153,13 @@ Status FileSystem::State::flush_locked(
             return true;
           }));
           for (const Extent& e : old) {
+            record->data_bytes -= std::min<uint64_t>(record->data_bytes, e.length);
             txn->delete_extent(plan.ino, e);
             FRUGAL_TRY(chunks->drop_ref(*txn, e.chunk));
           }
         }
         for (const Extent& e : plan.extents) {
+          record->data_bytes += e.length;
           txn->put_extent(plan.ino, e);
           FRUGAL_TRY(chunks->add_ref(*txn, e.chunk));
         }

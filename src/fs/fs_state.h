@@ -81,7 +81,7 @@ struct FileSystem::State {
   // Reads committed bytes [offset, offset + out.size()) (holes as zeros).
   Status read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
   // Shortens the committed extents of ino to `size` within txn.
-  Status truncate_extents(MetaStore::Txn& txn, uint64_t ino, uint64_t size);
+  Status truncate_extents(MetaStore::Txn& txn, InodeRecord& inode, uint64_t size);
   void account_dirty(int64_t delta);
 
   // --- flushing (flusher.cc) ---
