@@ -85,6 +85,9 @@ class ChunkStore {
   // compacts packs whose live ratio fell below the threshold. Fails closed:
   // any error while deciding what is live stops the sweep.
   Status collect();
+  // Queues every pack that collect() should delete or compact, from a scan
+  // of the pack records: at start-up, since the queue lives in memory.
+  Status find_collectable_packs();
 
   // Counters for statistics and tests.
   struct Counters {

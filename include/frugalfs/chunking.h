@@ -9,20 +9,11 @@
 #include <span>
 #include <vector>
 
+#include "frugalfs/format.h"
 #include "frugalfs/status.h"
 
 namespace frugalfs {
 
-struct ChunkerParams {
-  uint32_t min_size = 16 * 1024;
-  uint32_t avg_size = 64 * 1024;   // a power of two
-  uint32_t max_size = 256 * 1024;
-
-  // EINVAL unless 64 <= min < avg < max <= 16 MiB and avg is a power of two.
-  Status validate() const;
-  // The usual geometry for an average: min = avg/4, max = avg*4.
-  static ChunkerParams ForAverage(uint32_t avg_size);
-};
 
 struct Cut {
   size_t length = 0;
@@ -48,7 +39,6 @@ class FastCdc {
   uint64_t mask_large_ = 0;  // looser mask, used after avg_size
 };
 
-enum class Codec : uint8_t { kRaw = 0, kZstd = 1 };
 
 // Compresses `in` with zstd at `level` into `out` (resized to fit) and
 // returns kZstd; when the result would not be smaller, leaves out empty and

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "frugalfs/chunking.h"
+#include "frugalfs/format.h"
 #include "frugalfs/hash.h"
 #include "frugalfs/status.h"
 #include "frugalfs/stripe.h"

@@ -120,6 +120,8 @@ struct ChunkStore::State {
 
   // Moves the live chunks of one pack into new packs; copy, commit, delete.
   Status compact(uint64_t pack_id);
+  // Deletes the pack if empty, compacts it if mostly garbage.
+  Status collect_pack(uint64_t pack_id);
   Status delete_empty_pack(uint64_t pack_id);
 };
 
@@ -455,19 +457,41 @@ Status ChunkStore::collect() {
     std::lock_guard lock(s.mu);
     candidates.swap(s.packs_losing_bytes);
   }
-  for (uint64_t pack_id : candidates) {
-    auto pack = s.meta.get_pack(pack_id);
-    if (!pack.ok()) {
-      if (pack.status().code() == ENOENT) continue;
-      return pack.status();
-    }
-    if (pack->live_bytes == 0) {
-      FRUGAL_TRY(s.delete_empty_pack(pack_id));
-    } else if (static_cast<double>(pack->live_bytes) <
-               s.options.compact_below_live_ratio * static_cast<double>(pack->total_bytes)) {
-      FRUGAL_TRY(s.compact(pack_id));
+  for (auto it = candidates.begin(); it != candidates.end(); it = candidates.erase(it)) {
+    Status done = s.collect_pack(*it);
+    if (!done.ok()) {
+      // Keep this candidate and the ones not reached for the next round.
+      std::lock_guard lock(s.mu);
+      s.packs_losing_bytes.insert(candidates.begin(), candidates.end());
+      return done;
     }
   }
+  return Status::Ok();
+}
+
+Status ChunkStore::State::collect_pack(uint64_t pack_id) {
+  auto pack = meta.get_pack(pack_id);
+  if (!pack.ok()) return pack.status().code() == ENOENT ? Status::Ok() : pack.status();
+  if (pack->live_bytes == 0) return delete_empty_pack(pack_id);
+  if (static_cast<double>(pack->live_bytes) <
+      options.compact_below_live_ratio * static_cast<double>(pack->total_bytes)) {
+    return compact(pack_id);
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::find_collectable_packs() {
+  State& s = *state_;
+  std::set<uint64_t> found;
+  FRUGAL_TRY(s.meta.list_packs([&](const PackRecord& p) {
+    if (static_cast<double>(p.live_bytes) <
+        s.options.compact_below_live_ratio * static_cast<double>(p.total_bytes)) {
+      found.insert(p.layout.pack_id);
+    }
+    return true;
+  }));
+  std::lock_guard lock(s.mu);
+  s.packs_losing_bytes.insert(found.begin(), found.end());
   return Status::Ok();
 }
 

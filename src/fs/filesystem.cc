@@ -155,6 +155,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::open(const std::string& meta_dir
   state->chunks = std::make_unique<ChunkStore>(*state->meta, *state->packs, chunk_options);
   FRUGAL_TRY(state->sb.chunker.validate());
   state->cdc = std::make_unique<FastCdc>(state->sb.chunker);
+  FRUGAL_TRY(state->chunks->find_collectable_packs());
 
   // Inodes unlinked while open when the last session ended.
   std::vector<uint64_t> orphans;

@@ -53,14 +53,20 @@ Status check_volume_unused(Volume& volume, const std::string& uri) {
     return Errorf(EEXIST, "volume {} already belongs to filesystem {}", uri, label->fs_id);
   }
   if (label.status().code() != ENOENT) return label.status();
+  bool has_objects = false;
+  FRUGAL_TRY(volume.list("", [&](const ObjectInfo&) { has_objects = true; }));
+  if (has_objects) return Errorf(ENOTEMPTY, "volume {} holds objects", uri);
+  // Anything but the volume's own (empty) object folders is someone's data.
   const std::string prefix = "file://";
   if (uri.rfind(prefix, 0) == 0) {
     std::error_code ec;
-    std::filesystem::directory_iterator it(uri.substr(prefix.size()), ec);
-    if (ec) return Errorf(EIO, "cannot list {}: {}", uri, ec.message());
-    if (it != std::filesystem::directory_iterator()) {
-      return Errorf(ENOTEMPTY, "volume directory {} is not empty", uri);
+    for (std::filesystem::directory_iterator it(uri.substr(prefix.size()), ec), end;
+         !ec && it != end; it.increment(ec)) {
+      if (it->path().filename() != "objects") {
+        return Errorf(ENOTEMPTY, "volume directory {} is not empty", uri);
+      }
     }
+    if (ec) return Errorf(EIO, "cannot list {}: {}", uri, ec.message());
   }
   return Status::Ok();
 }
@@ -102,7 +108,12 @@ Result<std::string> make_filesystem(const MkfsOptions& options) {
     FRUGAL_TRY(write_label(*volumes[i], VolumeLabel{sb.fs_id, r.id, 1}));
     records.push_back(r);
   }
-  FRUGAL_ASSIGN_OR_RETURN(auto meta, MetaStore::create(options.meta_dir, sb, records));
+  auto meta = MetaStore::create(options.meta_dir, sb, records);
+  if (!meta.ok()) {
+    // Leave the volumes as they were, so that mkfs can be run again.
+    for (auto& volume : volumes) volume->remove(kVolumeLabelObject).IgnoreError();
+    return meta.status();
+  }
   return sb.fs_id;
 }
 
