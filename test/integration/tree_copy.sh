@@ -15,6 +15,16 @@ log "cp -a (first copy)"
 cp -a "$SRC" "$MNT/copy1"
 log "diff -r"
 diff -r --no-dereference "$SRC" "$MNT/copy1" >/dev/null || fail "first copy differs"
+# cp -a keeps modes, owners, sizes, link targets and nanosecond mtimes
+# (directory sizes are the filesystem's own business).
+listing() {
+  (cd "$1" && find . \( -type d -printf '%p d %m %u %g %T@\n' \) -o \
+    -printf '%p %y %m %u %g %s %T@ %l\n' | LC_ALL=C sort)
+}
+listing "$SRC" > "$WORK/src.list"
+listing "$MNT/copy1" > "$WORK/copy1.list"
+cmp -s "$WORK/src.list" "$WORK/copy1.list" ||
+  fail "metadata differs: $(diff "$WORK/src.list" "$WORK/copy1.list" | head -5)"
 unmount_fs
 after1=$(volume_usage)
 growth1=$((after1 - base))
@@ -24,6 +34,7 @@ log "first copy stored $growth1 bytes on the volumes"
 mount_fs
 log "diff -r after remount"
 diff -r --no-dereference "$SRC" "$MNT/copy1" >/dev/null || fail "first copy differs after remount"
+listing "$MNT/copy1" | cmp -s - "$WORK/src.list" || fail "metadata differs after remount"
 log "cp -a (second copy)"
 cp -a "$SRC" "$MNT/copy2"
 unmount_fs
