@@ -50,6 +50,9 @@ class VolumeSet {
   std::vector<uint32_t> ids() const;
   size_t online_count() const;
   void mark_offline(uint32_t id, const Status& why);
+  // After a failed put: choose() skips the volume for a while (it may be
+  // full or failing), but it stays online for reads.
+  void avoid_for_writes(uint32_t id, const Status& why);
 
   // Picks `count` distinct online volumes, the emptiest first (by the device's
   // free space, refreshed now and then, minus bytes put since), so volumes of

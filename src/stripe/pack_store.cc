@@ -333,7 +333,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
   std::vector<size_t> failed;
   for (size_t i = 0; i < online; ++i) {
     if (!written[i]) {
-      volumes.mark_offline(layout.volumes[i], put_status[i]);
+      volumes.avoid_for_writes(layout.volumes[i], put_status[i]);
       failed.push_back(i);
     }
   }
@@ -348,7 +348,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
     }
     run_parallel(retry.size(), [&](size_t r) { put_fragment(retry[r]); });
     for (size_t i : retry) {
-      if (!written[i]) volumes.mark_offline(layout.volumes[i], put_status[i]);
+      if (!written[i]) volumes.avoid_for_writes(layout.volumes[i], put_status[i]);
     }
   }
 
@@ -372,8 +372,11 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
         why += fmt::format("; fragment {}: {}", i, put_status[i].message());
       }
     }
-    return Errorf(EIO, "pack {:016x}: only {} of {} fragments written, {} needed{}", pack_id,
-                  durable, n, k, why);
+    // A full disk is reported as such, so the writer sees ENOSPC.
+    const bool full = std::any_of(put_status.begin(), put_status.end(),
+                                  [](const Status& s) { return s.code() == ENOSPC; });
+    return Errorf(full ? ENOSPC : EIO, "pack {:016x}: only {} of {} fragments written, {} needed{}",
+                  pack_id, durable, n, k, why);
   }
   for (size_t i = 0; i < n; ++i) {
     if (written[i]) volumes.account_put(layout.volumes[i], object_size);

@@ -20,6 +20,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kSpaceRefresh = std::chrono::seconds(3);
+constexpr auto kAvoidAfterFailedPut = std::chrono::seconds(30);
 
 }  // namespace
 
@@ -33,6 +34,7 @@ struct VolumeSet::State {
     uint64_t free_bytes = 0;  // as reported by space() at `refreshed`
     uint64_t put_since = 0;   // bytes accounted since `refreshed`
     Clock::time_point refreshed{};
+    Clock::time_point avoid_until{};  // no new fragments before this (failed puts)
 
     uint64_t estimated_free() const { return free_bytes > put_since ? free_bytes - put_since : 0; }
   };
@@ -98,6 +100,21 @@ void VolumeSet::mark_offline(uint32_t id, const Status& why) {
   fmt::print(stderr, "frugalfs: volume {} ({}) marked offline: {}\n", id, uri, why.ToString());
 }
 
+void VolumeSet::avoid_for_writes(uint32_t id, const Status& why) {
+  std::string uri;
+  {
+    std::lock_guard lock(state_->mu);
+    auto it = state_->members.find(id);
+    if (it == state_->members.end()) return;
+    it->second.avoid_until = Clock::now() + kAvoidAfterFailedPut;
+    it->second.space_known = false;  // ask the device again next time
+    uri = it->second.uri;
+  }
+  fmt::print(stderr, "frugalfs: volume {} ({}) takes no new fragments for {} s: {}\n", id, uri,
+             std::chrono::duration_cast<std::chrono::seconds>(kAvoidAfterFailedPut).count(),
+             why.ToString());
+}
+
 std::vector<uint32_t> VolumeSet::choose(size_t count) {
   State& s = *state_;
   // Refresh stale free-space figures outside the lock: space() may be a
@@ -138,8 +155,11 @@ std::vector<uint32_t> VolumeSet::choose(size_t count) {
   const size_t n = s.members.size();
   const size_t start = n == 0 ? 0 : static_cast<size_t>(s.rotation % n);
   size_t position = 0;
+  const auto now = Clock::now();
   for (const auto& [id, m] : s.members) {
-    if (m.online) candidates.push_back({id, m.estimated_free(), (position + n - start) % n});
+    if (m.online && m.avoid_until <= now) {
+      candidates.push_back({id, m.estimated_free(), (position + n - start) % n});
+    }
     ++position;
   }
   ++s.rotation;
