@@ -59,6 +59,7 @@ struct InodeRecord {
   int64_t ctime_ns = 0;
   uint64_t generation = 0;
   uint64_t data_bytes = 0;     // bytes covered by extents (st_blocks; holes excluded)
+  uint64_t parent = 0;         // directories only: the directory holding it (root: itself)
   std::string symlink_target;  // symlinks only
 };
 

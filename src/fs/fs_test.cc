@@ -1754,3 +1754,26 @@ TEST_CASE("a make_filesystem that fails on its metadata leaves the volumes reusa
   auto retry = make_filesystem(o);
   CHECK_MESSAGE(retry.ok(), retry.status().ToString());
 }
+
+TEST_CASE("'..' names the parent directory, and follows a directory that moves") {
+  Fx fx;
+  const uint64_t a = fx.mkdir(kRoot, "a");
+  const uint64_t b = fx.mkdir(kRoot, "b");
+  const uint64_t sub = fx.mkdir(a, "sub");
+  auto dotdot = [&](uint64_t dir) {
+    uint64_t found = 0;
+    REQUIRE(fx.fs->readdir(dir, 0, false, [&](std::string_view name, uint64_t ino, uint32_t,
+                                              uint64_t, const Attr*) {
+                 if (name == "..") found = ino;
+                 return true;
+               }).ok());
+    return found;
+  };
+  CHECK(dotdot(kRoot) == kRoot);
+  CHECK(dotdot(sub) == a);
+  REQUIRE(fx.fs->rename(a, "sub", b, "sub", 0).ok());
+  CHECK(dotdot(sub) == b);
+  // A directory cannot move below itself.
+  CHECK(fx.fs->rename(kRoot, "b", sub, "b", 0).code() == EINVAL);
+  CHECK(fx.fs->rename(kRoot, "b", b, "self", 0).code() == EINVAL);
+}

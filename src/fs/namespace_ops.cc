@@ -70,6 +70,7 @@ Result<InodeRecord> create_node(FileSystem::State& s, uint64_t parent, std::stri
   r.rdev = rdev;
   r.atime_ns = r.mtime_ns = r.ctime_ns = now;
   r.generation = 1;
+  if (S_ISDIR(mode)) r.parent = parent;
   r.symlink_target = std::string(target);
   txn->put_inode(r);
   if (!access_acl.empty() && !acl_is_minimal(access_acl)) {
@@ -219,6 +220,15 @@ Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
       FRUGAL_ASSIGN_OR_RETURN(to_dir_record, directory(*txn, new_parent));
     }
     InodeRecord& to_dir = same_dir ? from_dir : to_dir_record;
+    // A directory must not move below itself (the kernel checks this too).
+    if (!same_dir) {
+      for (uint64_t at = new_parent; at != kRootInode;) {
+        if (at == child.ino) return Errorf(EINVAL, "cannot move a directory below itself");
+        FRUGAL_ASSIGN_OR_RETURN(InodeRecord up, txn->get_inode(at));
+        if (up.parent == 0 || up.parent == at) break;
+        at = up.parent;
+      }
+    }
     auto target = txn->get_dentry(new_parent, new_name);
     if (!target.ok() && target.status().code() != ENOENT) return target.status();
     const int64_t now = fs_now_ns();
@@ -230,6 +240,8 @@ Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
                                        s.meta->allocate_cookie()});
       txn->put_dentry(new_parent, DirEntry{std::string(new_name), child.ino, child.mode & S_IFMT,
                                            s.meta->allocate_cookie()});
+      if (S_ISDIR(child.mode)) child.parent = new_parent;
+      if (S_ISDIR(other.mode)) other.parent = parent;
       if (!same_dir && S_ISDIR(child.mode) != S_ISDIR(other.mode)) {
         if (S_ISDIR(child.mode)) {
           --from_dir.nlink;
@@ -269,6 +281,7 @@ Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
         --from_dir.nlink;
         ++to_dir.nlink;
       }
+      if (S_ISDIR(child.mode)) child.parent = new_parent;
       child.ctime_ns = now;
       txn->put_inode(child);
     }
@@ -292,7 +305,8 @@ Status FileSystem::readdir(uint64_t ino, uint64_t cookie, bool plus,
   if (!S_ISDIR(dir.mode)) return Errorf(ENOTDIR, "inode {} is not a directory", ino);
   // "." and ".." carry no attributes and never count as lookups.
   if (cookie < 1 && !visit(".", ino, S_IFDIR, 1, nullptr)) return Status::Ok();
-  if (cookie < 2 && !visit("..", ino, S_IFDIR, 2, nullptr)) return Status::Ok();
+  const uint64_t dotdot = dir.parent != 0 ? dir.parent : ino;
+  if (cookie < 2 && !visit("..", dotdot, S_IFDIR, 2, nullptr)) return Status::Ok();
   Status err;
   FRUGAL_TRY(s.meta->list_dir(ino, std::max<uint64_t>(cookie, 2), [&](const DirEntry& e) {
     if (!plus) return visit(e.name, e.ino, e.type, e.cookie, nullptr);

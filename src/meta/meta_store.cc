@@ -299,6 +299,7 @@ Result<std::unique_ptr<MetaStore>> MetaStore::create(const std::string& dir, con
   root.nlink = 2;
   root.atime_ns = root.mtime_ns = root.ctime_ns = now;
   root.generation = 1;
+  root.parent = kRootInode;
 
   rocksdb::WriteBatch batch;
   auto put = [&](const std::string& k, const std::string& v) {

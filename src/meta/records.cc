@@ -182,6 +182,7 @@ std::string encode_inode(const InodeRecord& inode) {
   w.put(inode.ctime_ns);
   w.put(inode.generation);
   w.put(inode.data_bytes);
+  w.put(inode.parent);
   w.str(inode.symlink_target);
   return w.take();
 }
@@ -201,6 +202,7 @@ Result<InodeRecord> decode_inode(uint64_t ino, std::string_view value) {
   in.ctime_ns = r.get<int64_t>();
   in.generation = r.get<uint64_t>();
   in.data_bytes = r.get<uint64_t>();
+  in.parent = r.get<uint64_t>();
   in.symlink_target = r.str();
   FRUGAL_TRY(r.finish());
   return in;
