@@ -49,6 +49,7 @@ struct Fx {
   std::vector<std::string> vols;
   uint64_t linked = 0;  // a file with two names
   uint64_t big = 0;     // a file with several extents
+  uint64_t b = 0;       // the directory a/b
 
   Fx() {
     std::string tmpl = "/tmp/frugalfs-fsck-XXXXXX";
@@ -85,7 +86,7 @@ struct Fx {
       return c->attr.ino;
     };
     const uint64_t a = mkdir(kRootInode, "a");
-    const uint64_t b = mkdir(a, "b");
+    b = mkdir(a, "b");
     const uint64_t cdir = mkdir(b, "c");
     mkdir(kRootInode, "empty");
     big = put(a, "big", 0, random_bytes(1, 300000));
@@ -187,6 +188,18 @@ TEST_CASE("fsck: clean filesystem, then one corruption at a time") {
     FsckReport r = fx.fsck();
     INFO(describe(r));
     CHECK(r.count("nlink") == 1);
+  }
+  SUBCASE("directory records the wrong parent") {
+    fx.corrupt([&](MetaStore&, MetaStore::Txn& t) {
+      auto r = t.get_inode(fx.b);
+      REQUIRE(r.ok());
+      r->parent = kRootInode;
+      t.put_inode(*r);
+    });
+    FsckReport r = fx.fsck();
+    INFO(describe(r));
+    CHECK(r.count("dir-parent") == 1);
+    CHECK(r.errors() == 1);
   }
   SUBCASE("dentry to a missing inode") {
     fx.corrupt([&](MetaStore& m, MetaStore::Txn& t) {

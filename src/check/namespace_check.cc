@@ -20,6 +20,7 @@ namespace {
 struct InodeInfo {
   uint64_t size = 0;
   uint64_t data_bytes = 0;
+  uint64_t parent = 0;  // directories: the directory holding it
   uint32_t mode = 0;
   uint32_t nlink = 0;
   uint32_t names = 0;    // entries naming it
@@ -46,7 +47,7 @@ Status check_namespace(Checker& c) {
   std::unordered_map<uint64_t, InodeInfo> inodes;
   std::vector<uint64_t> order;  // key order, for a stable report
   FRUGAL_TRY(c.meta.list_inodes([&](const InodeRecord& r) {
-    inodes[r.ino] = InodeInfo{r.size, r.data_bytes, r.mode, r.nlink, 0, 0, false};
+    inodes[r.ino] = InodeInfo{r.size, r.data_bytes, r.parent, r.mode, r.nlink, 0, 0, false};
     order.push_back(r.ino);
     return true;
   }));
@@ -68,6 +69,9 @@ Status check_namespace(Checker& c) {
   } else if (!S_ISDIR(root->second.mode)) {
     c.error("root", "root inode {} is a {}, not a directory", kRootInode,
             type_name(root->second.mode));
+  }
+  if (root != inodes.end() && root->second.parent != kRootInode) {
+    c.error("dir-parent", "root directory records parent {}, not itself", root->second.parent);
   }
 
   // Directory entries.
@@ -101,7 +105,13 @@ Status check_namespace(Checker& c) {
         c.error("dentry-root", "directory {}: entry '{}' names the root directory", dir, e.name);
       }
       ++ci.names;
-      if (S_ISDIR(ci.mode)) ++subdirs;
+      if (S_ISDIR(ci.mode)) {
+        ++subdirs;
+        if (ci.parent != dir) {
+          c.error("dir-parent", "directory {} is entry '{}' of directory {} but records parent {}",
+                  e.ino, e.name, dir, ci.parent);
+        }
+      }
       return true;
     }));
     inodes[dir].subdirs = subdirs;
