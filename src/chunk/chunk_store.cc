@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <future>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -229,6 +231,20 @@ struct ChunkStore::PackWriter::State {
 
   Status append(const PackEntry& entry, std::span<const uint8_t> stored_bytes);
   Status seal();
+  // Waits for the oldest pack write and records its chunks and layout.
+  Status complete_oldest();
+  // Waits for every pack write; the first error, if any.
+  Status drain();
+
+  struct InFlight {
+    uint64_t pack_id = 0;
+    std::vector<uint8_t> bytes;
+    std::vector<PackEntry> entries;
+    std::future<Result<PackLayout>> done;
+  };
+  static constexpr size_t kPacksInFlight = 2;
+  std::deque<InFlight> in_flight;
+  std::vector<uint8_t> spare;  // a pack buffer to fill next
 };
 
 Status ChunkStore::PackWriter::State::append(const PackEntry& entry,
@@ -249,20 +265,44 @@ Status ChunkStore::PackWriter::State::append(const PackEntry& entry,
   return Status::Ok();
 }
 
+// Sealing hands the pack to a background write, so that chunking, hashing
+// and compressing the next pack overlap the volumes' I/O; at most
+// kPacksInFlight packs are being written at once.
 Status ChunkStore::PackWriter::State::seal() {
   if (open_pack.empty()) return Status::Ok();
   FRUGAL_ASSIGN_OR_RETURN(uint64_t pack_id, store.meta.allocate_pack_id());
-  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, store.packs.write(pack_id, open_pack));
-  PackRecord pack;
-  pack.layout = std::move(layout);
-  pack.total_bytes = open_pack.size();
-  pack.live_bytes = 0;  // raised by add_ref as extents come to name its chunks
-  pack.created_ns = now_ns();
-  sealed.push_back(std::move(pack));
-  for (const PackEntry& e : open_entries) {
+  InFlight pack;
+  pack.pack_id = pack_id;
+  pack.bytes = std::move(open_pack);
+  pack.entries = std::move(open_entries);
+  open_pack = std::move(spare);  // a buffer a finished write gave back, or empty
+  open_pack.clear();
+  spare = {};
+  open_entries.clear();
+  PackStore* packs = &store.packs;
+  std::span<const uint8_t> bytes = pack.bytes;  // the heap buffer moves with the vector
+  pack.done = std::async(std::launch::async,
+                         [packs, pack_id, bytes] { return packs->write(pack_id, bytes); });
+  in_flight.push_back(std::move(pack));
+  if (in_flight.size() > kPacksInFlight) return complete_oldest();
+  return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::State::complete_oldest() {
+  InFlight pack = std::move(in_flight.front());
+  in_flight.pop_front();
+  Result<PackLayout> layout = pack.done.get();
+  if (!layout.ok()) return layout.status();
+  PackRecord record;
+  record.layout = std::move(*layout);
+  record.total_bytes = pack.bytes.size();
+  record.live_bytes = 0;  // raised by add_ref as extents come to name its chunks
+  record.created_ns = now_ns();
+  sealed.push_back(std::move(record));
+  for (const PackEntry& e : pack.entries) {
     ChunkRecord c;
     c.id = e.id;
-    c.pack_id = pack_id;
+    c.pack_id = pack.pack_id;
     c.offset = e.offset;
     c.stored_len = e.stored_len;
     c.raw_len = e.raw_len;
@@ -271,11 +311,19 @@ Status ChunkStore::PackWriter::State::seal() {
     c.refcount = 0;
     new_chunks.push_back(c);
   }
-  open_pack.clear();
-  open_entries.clear();
+  spare = std::move(pack.bytes);
   std::lock_guard lock(store.mu);
   ++store.counters.packs_written;
   return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::State::drain() {
+  Status first;
+  while (!in_flight.empty()) {
+    Status s = complete_oldest();
+    if (first.ok() && !s.ok()) first = s;
+  }
+  return first;
 }
 
 ChunkStore::PackWriter::PackWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -322,7 +370,10 @@ Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
 }
 
 Status ChunkStore::PackWriter::finish() {
-  FRUGAL_TRY(state_->seal());
+  Status sealed = state_->seal();
+  Status drained = state_->drain();  // always: no write may outlive the writer
+  FRUGAL_TRY(sealed);
+  FRUGAL_TRY(drained);
   state_->finished = true;
   return Status::Ok();
 }
@@ -393,7 +444,10 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
     }
     FRUGAL_TRY(writer.append(e, stored));
   }
-  FRUGAL_TRY(writer.seal());
+  Status sealed = writer.seal();
+  Status drained = writer.drain();
+  FRUGAL_TRY(sealed);
+  FRUGAL_TRY(drained);
 
   {
     auto txn = meta.begin();

@@ -30,6 +30,9 @@ void DirtyRanges::write(uint64_t offset, std::span<const uint8_t> data) {
   bool placed = false;
   if (merged_end < end) {
     if (offset == merged_end) {  // an append: no zero-fill, one copy
+      // A range that has grown this far is a stream: size its buffer for a
+      // whole range at once instead of re-allocating and copying it again.
+      if (merged.size() >= kStreamingRange && merged.capacity() < kMaxRange) merged.reserve(kMaxRange);
       merged.insert(merged.end(), data.begin(), data.end());
       placed = true;
     } else {
