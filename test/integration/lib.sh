@@ -112,6 +112,12 @@ unmount_fs() {
     fail "the daemon did not log a clean stop"
   # Mark the clean stop as seen, so the next unmount is checked afresh.
   sed -i 's/stopped cleanly/stopped (checked)/' "$META/frugalfs.log"
+  # Every unmount leaves a filesystem whose invariants hold (orphan
+  # fragments younger than fsck's grace period are not counted).
+  if [ "${FSCK_AFTER_UNMOUNT:-1}" = 1 ]; then
+    local out
+    out=$("$FRUGALFS" fsck "$META" 2>&1) || fail "fsck after unmount found errors: $(echo "$out" | tail -5)"
+  fi
 }
 
 remount_fs() { unmount_fs; mount_fs "$@"; }
