@@ -18,6 +18,7 @@
 #include "frugalfs/stripe.h"
 #include "frugalfs/volume.h"
 #include "stripe/fragment_format.h"
+#include "test_support.h"
 
 using namespace frugalfs;
 using namespace frugalfs::check;
@@ -35,16 +36,16 @@ std::string describe(const FsckReport& r) {
   return out;
 }
 
+// n bytes from a generator seeded with seed, one draw per byte.
 std::vector<uint8_t> random_bytes(uint64_t seed, size_t n) {
   std::mt19937_64 rng(seed);
-  std::vector<uint8_t> out(n);
-  for (auto& b : out) b = static_cast<uint8_t>(rng());
-  return out;
+  return test::random_bytes(rng, n, test::ByteDraw::kBytes);
 }
 
 // A filesystem with a tree, hard links, a symlink, a sparse file and
 // duplicated data, written and shut down cleanly.
 struct Fx {
+  test::TempDir tmp{"frugalfs-fsck"};
   std::string root, meta;
   std::vector<std::string> vols;
   uint64_t linked = 0;  // a file with two names
@@ -52,9 +53,7 @@ struct Fx {
   uint64_t b = 0;       // the directory a/b
 
   Fx() {
-    std::string tmpl = "/tmp/frugalfs-fsck-XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    root = tmpl;
+    root = tmp.path();
     meta = root + "/meta";
     for (int i = 0; i < 4; ++i) vols.push_back(root + "/vol" + std::to_string(i));
     MkfsOptions o;
@@ -98,10 +97,6 @@ struct Fx {
     REQUIRE(fs.symlink(b, "up", "../..", kUser).ok());
     Status s = fs.shutdown();
     REQUIRE_MESSAGE(s.ok(), s.ToString());
-  }
-  ~Fx() {
-    std::error_code ec;
-    stdfs::remove_all(root, ec);
   }
 
   FsckReport fsck(FsckOptions options = {}) {

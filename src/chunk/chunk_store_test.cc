@@ -16,38 +16,13 @@
 #include "frugalfs/meta.h"
 #include "frugalfs/stripe.h"
 #include "frugalfs/volume.h"
+#include "test_support.h"
 
 using namespace frugalfs;
+using frugalfs::test::random_bytes;
+using frugalfs::test::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/frugalfs-chunk-XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::vector<uint8_t> random_bytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> out(n);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, 8);
-  }
-  for (; i < n; ++i) out[i] = static_cast<uint8_t>(rng());
-  return out;
-}
 
 std::vector<uint8_t> text_bytes(size_t n, int seed) {
   std::string s;
@@ -156,7 +131,7 @@ struct Env {
     return n;
   }
 
-  TempDir dir;
+  TempDir dir{"frugalfs-chunk"};
   std::unique_ptr<MetaStore> meta;
   VolumeSet volumes;
   std::vector<MemoryVolume*> mem;

@@ -27,42 +27,17 @@
 #include "frugalfs/chunk_store.h"
 #include "frugalfs/meta.h"
 #include "frugalfs/volume.h"
+#include "test_support.h"
 
 using namespace frugalfs;
+using frugalfs::test::random_bytes;
+using frugalfs::test::TempDir;
 namespace stdfs = std::filesystem;
 
 namespace {
 
 constexpr uint64_t kRoot = kRootInode;
 const Caller kUser{1000, 1000};
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/frugalfs-fs-XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::vector<uint8_t> random_bytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> out(n);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, 8);
-  }
-  for (; i < n; ++i) out[i] = static_cast<uint8_t>(rng());
-  return out;
-}
 
 // Compressible but not trivially so: words with numbers.
 std::vector<uint8_t> text_bytes(size_t n, uint64_t seed) {
@@ -240,7 +215,7 @@ struct Fx {
     return out;
   }
 
-  TempDir dir;
+  TempDir dir{"frugalfs-fs"};
   std::string meta;
   std::vector<std::string> vols;
   std::string fs_id;
@@ -1703,7 +1678,7 @@ TEST_CASE("open of a filesystem that is already open is EBUSY") {
 }
 
 TEST_CASE("make_filesystem refuses bad volume sets and existing metadata") {
-  TempDir dir;
+  TempDir dir{"frugalfs-fs"};
   auto opts = [&](std::vector<std::string> vols, std::string meta = "meta") {
     MkfsOptions o;
     o.meta_dir = dir.path() + "/" + meta;
@@ -1744,7 +1719,7 @@ TEST_CASE("make_filesystem refuses bad volume sets and existing metadata") {
 // metadata database; when that fails the volumes stay labelled for a
 // filesystem that does not exist, and every later mkfs on them is EEXIST.
 TEST_CASE("a make_filesystem that fails on its metadata leaves the volumes reusable") {
-  TempDir dir;
+  TempDir dir{"frugalfs-fs"};
   MkfsOptions o;
   for (int i = 0; i < 4; ++i) o.volume_uris.push_back(dir.path() + "/v" + std::to_string(i));
   o.meta_dir = dir.path() + "/not-a-dir";

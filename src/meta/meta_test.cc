@@ -14,32 +14,14 @@
 #include "frugalfs/meta.h"
 #include "meta/keys.h"
 #include "meta/records.h"
+#include "test_support.h"
 
 using namespace frugalfs;
+using frugalfs::test::TempDir;
 namespace keys = meta_keys;
 namespace rec = meta_records;
 
 namespace {
-
-// A fresh directory under $TMPDIR, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/frugalfs-meta-XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string sub(const char* name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 Superblock test_superblock() {
   Superblock sb;
@@ -219,7 +201,7 @@ void raw_put(const std::string& dir, const std::string& key, const std::string& 
 }  // namespace
 
 TEST_CASE("create writes superblock, volumes and root; open reads them back") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   std::string dir = tmp.sub("meta");
   {
     auto store = must_create(dir);
@@ -264,14 +246,14 @@ TEST_CASE("create writes superblock, volumes and root; open reads them back") {
 }
 
 TEST_CASE("create generates an fs id when none is given") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = MetaStore::create(tmp.path(), Superblock{}, {});
   REQUIRE(store.ok());
   CHECK((*store)->superblock().fs_id.size() == 36);
 }
 
 TEST_CASE("create refuses a directory that already holds a filesystem") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   must_create(tmp.path());
   auto again = MetaStore::create(tmp.path(), test_superblock(), {});
   REQUIRE(!again.ok());
@@ -282,7 +264,7 @@ TEST_CASE("create refuses a directory that already holds a filesystem") {
 }
 
 TEST_CASE("open without a filesystem is ENOENT") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto missing = MetaStore::open(tmp.sub("nothing-here"));
   REQUIRE(!missing.ok());
   CHECK(missing.status().code() == ENOENT);
@@ -295,7 +277,7 @@ TEST_CASE("open without a filesystem is ENOENT") {
 }
 
 TEST_CASE("open of a directory in use is EBUSY") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto first = must_create(tmp.path());
   auto second = MetaStore::open(tmp.path());
   REQUIRE(!second.ok());
@@ -306,7 +288,7 @@ TEST_CASE("open of a directory in use is EBUSY") {
 }
 
 TEST_CASE("an unknown format version is EPROTO") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   must_create(tmp.path());
   Superblock sb = test_superblock();
   sb.format_version = kMetaFormatVersion + 1;
@@ -318,7 +300,7 @@ TEST_CASE("an unknown format version is EPROTO") {
 }
 
 TEST_CASE("every record type round-trips through commit and reopen") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   {
     auto store = must_create(tmp.path());
     auto txn = store->begin();
@@ -401,7 +383,7 @@ TEST_CASE("every record type round-trips through commit and reopen") {
 }
 
 TEST_CASE("deletes of every record type") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -439,7 +421,7 @@ TEST_CASE("deletes of every record type") {
 }
 
 TEST_CASE("a Txn reads its own writes") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -471,7 +453,7 @@ TEST_CASE("a Txn reads its own writes") {
 }
 
 TEST_CASE("Txn scans merge committed entries with the Txn's writes in key order") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -503,7 +485,7 @@ TEST_CASE("Txn scans merge committed entries with the Txn's writes in key order"
 }
 
 TEST_CASE("an abandoned Txn writes nothing") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -520,7 +502,7 @@ TEST_CASE("an abandoned Txn writes nothing") {
 }
 
 TEST_CASE("a Txn commits once") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   auto txn = store->begin();
   txn->put_inode(full_inode(3));
@@ -533,7 +515,7 @@ TEST_CASE("a Txn commits once") {
 }
 
 TEST_CASE("commit is atomic for concurrent readers") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   constexpr int kBatches = 30, kPerBatch = 50;
   std::atomic<bool> done{false};
@@ -564,7 +546,7 @@ TEST_CASE("commit is atomic for concurrent readers") {
 }
 
 TEST_CASE("list_dir returns entries in cookie order and resumes after a cookie") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -602,7 +584,7 @@ TEST_CASE("list_dir returns entries in cookie order and resumes after a cookie")
 }
 
 TEST_CASE("list_extents starts at the extent straddling `from`, for one inode only") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   {
     auto txn = store->begin();
@@ -638,7 +620,7 @@ TEST_CASE("list_extents starts at the extent straddling `from`, for one inode on
 }
 
 TEST_CASE("id counters survive reopen") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   uint64_t last_pack = 0;
   {
     auto store = must_create(tmp.path());
@@ -671,7 +653,7 @@ TEST_CASE("id counters survive reopen") {
 }
 
 TEST_CASE("begin() from two threads serialises the Txns") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   auto store = must_create(tmp.path());
   auto first = store->begin();
   first->put_inode(full_inode(2));
@@ -694,7 +676,7 @@ TEST_CASE("begin() from two threads serialises the Txns") {
 }
 
 TEST_CASE("a corrupt value is EIO, not a crash") {
-  TempDir tmp;
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
   {
     auto store = must_create(tmp.path());
     auto txn = store->begin();

@@ -14,21 +14,12 @@
 #include "frugalfs/erasure.h"
 #include "frugalfs/volume.h"
 #include "stripe/fragment_format.h"
+#include "test_support.h"
 
 using namespace frugalfs;
+using frugalfs::test::random_bytes;
 
 namespace {
-
-std::vector<uint8_t> random_bytes(std::mt19937_64& rng, size_t n) {
-  std::vector<uint8_t> out(n);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, 8);
-  }
-  for (; i < n; ++i) out[i] = static_cast<uint8_t>(rng());
-  return out;
-}
 
 std::unique_ptr<ErasureCode> rs(int k, int m) {
   auto code = ErasureCode::ReedSolomon(k, m);

@@ -16,9 +16,11 @@
 #include <fmt/format.h>
 
 #include "frugalfs/volume.h"
+#include "test_support.h"
 #include "volume/file_volume.h"
 
 using namespace frugalfs;
+using frugalfs::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -47,20 +49,6 @@ std::set<std::string> list_names(Volume& v, std::string_view prefix = "") {
   REQUIRE_MESSAGE(s.ok(), s.ToString());
   return names;
 }
-
-// A fresh directory under /tmp, removed with everything in it at the end.
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/frugalfs-volume-test-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string path;
-};
 
 std::unique_ptr<Volume> open_file_volume(const std::string& dir) {
   Result<std::unique_ptr<Volume>> v = open_volume(dir);
@@ -203,15 +191,15 @@ TEST_CASE("MemoryVolume honours the volume contract") {
 }
 
 TEST_CASE("FileVolume honours the volume contract and leaves no temp files") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
-  CHECK(v->uri() == "file://" + dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
+  CHECK(v->uri() == "file://" + dir.path());
   check_volume_contract(*v);
-  CHECK(count_temp_files(dir.path) == 0);
+  CHECK(count_temp_files(dir.path()) == 0);
   // The files are where doc/volume-format.md says they are.
   REQUIRE(v->put("where", bytes_of("here")).ok());
   std::string expected =
-      fmt::format("{}/objects/{}/where", dir.path, FileVolume::fanout_of("where"));
+      fmt::format("{}/objects/{}/where", dir.path(), FileVolume::fanout_of("where"));
   CHECK(fs::is_regular_file(expected));
   CHECK(fs::file_size(expected) == 4);
 }
@@ -222,15 +210,15 @@ TEST_CASE("MemoryVolume: concurrent puts") {
 }
 
 TEST_CASE("FileVolume: concurrent puts leave whole objects and no temp files") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
   check_concurrent_puts(*v);
-  CHECK(count_temp_files(dir.path) == 0);
+  CHECK(count_temp_files(dir.path()) == 0);
 }
 
 TEST_CASE("FileVolume: a listing of 1000 objects across fan-out dirs is complete") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
   std::set<std::string> want;
   std::set<std::string> fanouts;
   for (int i = 0; i < 1000; ++i) {
@@ -241,10 +229,10 @@ TEST_CASE("FileVolume: a listing of 1000 objects across fan-out dirs is complete
   }
   CHECK(fanouts.size() > 200);  // the hash spreads names over the 256 dirs
   size_t dirs = 0;
-  for (const auto& e : fs::directory_iterator(dir.path + "/objects")) dirs += e.is_directory();
+  for (const auto& e : fs::directory_iterator(dir.path() + "/objects")) dirs += e.is_directory();
   CHECK(dirs == fanouts.size());
   // A temp file is never listed.
-  std::ofstream(FileVolume(dir.path, "x").TEST_object_dir("chunk-00000") + "/~tmp-0-chunk-00000");
+  std::ofstream(FileVolume(dir.path(), "x").TEST_object_dir("chunk-00000") + "/~tmp-0-chunk-00000");
   std::set<std::string> got;
   uint64_t bytes = 0;
   Status s = v->list("chunk-", [&](const ObjectInfo& info) {
@@ -258,11 +246,11 @@ TEST_CASE("FileVolume: a listing of 1000 objects across fan-out dirs is complete
 }
 
 TEST_CASE("FileVolume: an unreadable fan-out dir fails the listing instead of skipping it") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
   REQUIRE(v->put("keep", bytes_of("k")).ok());
   REQUIRE(v->put("victim", bytes_of("v")).ok());
-  std::string victim_dir = FileVolume(dir.path, "x").TEST_object_dir("victim");
+  std::string victim_dir = FileVolume(dir.path(), "x").TEST_object_dir("victim");
   REQUIRE(FileVolume::fanout_of("keep") != FileVolume::fanout_of("victim"));
   fs::remove_all(victim_dir);
   std::ofstream(victim_dir) << "not a directory";
@@ -272,33 +260,33 @@ TEST_CASE("FileVolume: an unreadable fan-out dir fails the listing instead of sk
 }
 
 TEST_CASE("FileVolume: listing an empty volume is ok, a vanished volume is an error") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
   CHECK(list_names(*v).empty());
-  fs::remove_all(dir.path);
+  fs::remove_all(dir.path());
   CHECK(v->list("", [](const ObjectInfo&) {}).code() == ENOENT);
 }
 
 TEST_CASE(
     "FileVolume: a failed put returns the errno, names the object and removes its temp file") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
   REQUIRE(v->put("other", bytes_of("o")).ok());
   // A non-empty directory where the object should go makes the rename fail.
-  std::string target = FileVolume(dir.path, "x").TEST_object_dir("blocked") + "/blocked";
+  std::string target = FileVolume(dir.path(), "x").TEST_object_dir("blocked") + "/blocked";
   fs::create_directories(target + "/inner");
   Status s = v->put("blocked", bytes_of("data"));
   CHECK(!s.ok());
   CHECK((s.code() == EISDIR || s.code() == ENOTEMPTY || s.code() == EEXIST));
   CHECK(s.message().find(v->uri()) != std::string::npos);
   CHECK(s.message().find("blocked") != std::string::npos);
-  CHECK(count_temp_files(dir.path) == 0);
+  CHECK(count_temp_files(dir.path()) == 0);
 }
 
 TEST_CASE("FileVolume: stale temp files are removed, fresh ones and objects are kept") {
-  TempDir dir;
-  auto v = open_file_volume(dir.path);
-  FileVolume fv(dir.path, "file://" + dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
+  FileVolume fv(dir.path(), "file://" + dir.path());
   REQUIRE(v->put("obj", bytes_of("x")).ok());
   std::string odir = fv.TEST_object_dir("obj");
   std::string stale = odir + "/~tmp-00000000000000aa-obj";
@@ -331,8 +319,8 @@ TEST_CASE("normalize_volume_uri") {
 }
 
 TEST_CASE("open_volume: missing dir, create, and a file instead of a dir") {
-  TempDir dir;
-  std::string missing = dir.path + "/a/b/vol";
+  TempDir dir{"frugalfs-volume-test"};
+  std::string missing = dir.path() + "/a/b/vol";
   Result<std::unique_ptr<Volume>> r = open_volume(missing);
   CHECK(r.status().code() == ENOENT);
   CHECK(r.status().message().find(missing) != std::string::npos);
@@ -345,7 +333,7 @@ TEST_CASE("open_volume: missing dir, create, and a file instead of a dir") {
   REQUIRE((*r)->put("x", bytes_of("1")).ok());
   CHECK(read_all(*open_file_volume(missing + "/"), "x") == "1");
 
-  std::string file = dir.path + "/plain-file";
+  std::string file = dir.path() + "/plain-file";
   std::ofstream(file) << "x";
   CHECK(open_volume(file).status().code() == ENOTDIR);
   CHECK(open_volume(file, true).status().code() == ENOTDIR);
@@ -389,8 +377,8 @@ Status label_error(Volume& v, std::string_view text) {
 TEST_CASE("volume labels round-trip on both backends") {
   MemoryVolume mem;
   check_label_round_trip(mem);
-  TempDir dir;
-  auto fv = open_file_volume(dir.path);
+  TempDir dir{"frugalfs-volume-test"};
+  auto fv = open_file_volume(dir.path());
   check_label_round_trip(*fv);
 }
 
