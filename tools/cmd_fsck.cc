@@ -1,6 +1,6 @@
-// frugalfs fsck: offline check of every invariant (check only, no repair).
-// Exit status as fsck(8): 0 clean (warnings allowed), 4 errors left
-// uncorrected, 8 operational error, 16 usage error.
+// frugalfs fsck: offline check of every invariant; --repair removes orphan
+// fragments. Exit status as fsck(8): 0 clean (warnings allowed), 1 errors
+// corrected, 4 errors left uncorrected, 8 operational error, 16 usage error.
 #include <getopt.h>
 
 #include <cstdio>
@@ -17,6 +17,7 @@ namespace frugalfs::cli {
 namespace {
 
 constexpr int kFsckClean = 0;
+constexpr int kFsckCorrected = 1;
 constexpr int kFsckErrorsLeft = 4;
 constexpr int kFsckOperational = 8;
 constexpr int kFsckUsage = 16;
@@ -27,17 +28,22 @@ constexpr const char* kFsckUsageText =
     "Checks an unmounted filesystem: names, inodes and link counts, extents,\n"
     "chunk refcounts and garbage marks, pack records, volume labels, and that\n"
     "every fragment is on its volume with the right length. Reports each\n"
-    "problem on one line; changes nothing.\n"
+    "problem on one line; changes nothing unless --repair is given.\n"
     "\n"
     "Options:\n"
     "      --verify-data    also read every fragment and check its checksums\n"
     "      --grace SECONDS  fragments named by no pack are orphans only when older\n"
     "                       than this (default 3600)\n"
+    "      --repair         delete orphan fragments (left by a crash during a pack\n"
+    "                       write) older than the grace period; other problems\n"
+    "                       are only reported. Not on restored metadata: see\n"
+    "                       frugalfs(8)\n"
     "  -v, --verbose        print progress and timings\n"
     "  -h, --help           show this help\n"
     "\n"
     "Exit status: 0 no errors (warnings, e.g. degraded packs, are printed),\n"
-    "4 errors found, 8 the check could not run, 16 usage error.\n";
+    "1 errors found and all repaired, 4 errors left, 8 the check could not run,\n"
+    "16 usage error.\n";
 
 int usage_error(const std::string& message) {
   fmt::print(stderr, "frugalfs fsck: {}\nTry 'frugalfs fsck --help'.\n", message);
@@ -47,10 +53,11 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int cmd_fsck(int argc, char** argv) {
-  enum { kVerifyData = 256, kGrace };
+  enum { kVerifyData = 256, kGrace, kRepair };
   static const option kLongOptions[] = {
       {"verify-data", no_argument, nullptr, kVerifyData},
       {"grace", required_argument, nullptr, kGrace},
+      {"repair", no_argument, nullptr, kRepair},
       {"verbose", no_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -71,6 +78,9 @@ int cmd_fsck(int argc, char** argv) {
         options.grace_seconds = *n;
         break;
       }
+      case kRepair:
+        options.repair_orphans = true;
+        break;
       case 'v':
         verbose = true;
         break;
@@ -101,12 +111,20 @@ int cmd_fsck(int argc, char** argv) {
   }
   const size_t errors = report->errors();
   const size_t warnings = report->warnings();
+  const size_t repaired = report->repaired();
+  std::string young;
+  if (report->young_fragments > 0) {
+    young = fmt::format(" ({} unnamed fragment{} younger than {} s not counted)", report->young_fragments,
+                        report->young_fragments == 1 ? "" : "s", options.grace_seconds);
+  }
   fmt::print("{}: {} inodes, {} entries, {} extents, {} chunks, {} packs{}, {} volumes; "
-             "{} error{}, {} warning{}; {:.2f} s\n",
+             "{} error{}{}, {} warning{}{}; {:.2f} s\n",
              meta_dir, report->inodes, report->dentries, report->extents, report->chunks,
              report->packs, options.verify_data ? " (data verified)" : "", report->volumes,
-             errors, errors == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s", report->seconds);
-  return errors > 0 ? kFsckErrorsLeft : kFsckClean;
+             errors, errors == 1 ? "" : "s", repaired > 0 ? fmt::format(", {} repaired", repaired) : "",
+             warnings, warnings == 1 ? "" : "s", young, report->seconds);
+  if (errors > 0) return kFsckErrorsLeft;
+  return repaired > 0 ? kFsckCorrected : kFsckClean;
 }
 
 }  // namespace frugalfs::cli

@@ -314,10 +314,24 @@ Status check_chunks_and_packs(Checker& c) {
     std::sort(orphans.begin(), orphans.end(), [](const auto& a, const auto& b) {
       return std::tie(a.first.pack_id, a.first.index) < std::tie(b.first.pack_id, b.first.index);
     });
+    Volume* volume = c.volume_set.get(id);
     for (const auto& [key, frag] : orphans) {
-      c.error("orphan-fragment", "volume {} ({}): fragment {} ({} bytes, {} s old) is named by no "
-              "pack", id, v.uri, fragment_object_name(key.pack_id, static_cast<int>(key.index)),
-              frag.size, now - frag.mtime);
+      const std::string name = fragment_object_name(key.pack_id, static_cast<int>(key.index));
+      const std::string what = fmt::format("volume {} ({}): fragment {} ({} bytes, {} s old) is named "
+                                           "by no pack", id, v.uri, name, frag.size, now - frag.mtime);
+      if (!c.options.repair_orphans || volume == nullptr) {
+        c.error("orphan-fragment", "{}", what);
+        continue;
+      }
+      // Safe: every pack record was read without error above (a failed
+      // listing returns before this point), and the filesystem is unmounted,
+      // so no pack write can be in flight.
+      Status removed = volume->remove(name);
+      if (removed.ok() || removed.code() == ENOENT) {
+        c.problem(Severity::kRepaired, "orphan-fragment", "{}: deleted", what);
+      } else {
+        c.error("orphan-fragment", "{}; deleting it failed: {}", what, removed.message());
+      }
     }
   }
   return Status::Ok();

@@ -8,7 +8,15 @@
 namespace frugalfs::check {
 
 std::string_view severity_name(Severity severity) {
-  return severity == Severity::kError ? "error" : "warning";
+  switch (severity) {
+    case Severity::kError:
+      return "error";
+    case Severity::kRepaired:
+      return "repaired";
+    case Severity::kWarning:
+      break;
+  }
+  return "warning";
 }
 
 size_t FsckReport::errors() const {
@@ -17,7 +25,17 @@ size_t FsckReport::errors() const {
   }));
 }
 
-size_t FsckReport::warnings() const { return problems.size() - errors(); }
+size_t FsckReport::warnings() const {
+  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(), [](const Problem& p) {
+    return p.severity == Severity::kWarning;
+  }));
+}
+
+size_t FsckReport::repaired() const {
+  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(), [](const Problem& p) {
+    return p.severity == Severity::kRepaired;
+  }));
+}
 
 size_t FsckReport::count(std::string_view kind) const {
   return static_cast<size_t>(std::count_if(problems.begin(), problems.end(),

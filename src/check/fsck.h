@@ -1,7 +1,8 @@
 // Offline consistency check of a filesystem (frugalfs fsck): verifies every
 // invariant of DESIGN.md ("Invariants") on the metadata and the volumes of an
-// unmounted filesystem and reports each problem found. Check only for now:
-// nothing is changed. Each check lives beside the data it walks
+// unmounted filesystem and reports each problem found. The only repair so far
+// is the removal of orphan fragments (FsckOptions::repair_orphans); every
+// other problem is reported and left alone. Each check lives beside the data it walks
 // (namespace_check.cc: names, inodes, extents; data_check.cc: chunks, packs,
 // fragments, volumes), so a repair can later be added next to it.
 //
@@ -24,6 +25,7 @@ namespace frugalfs::check {
 enum class Severity {
   kWarning,  // legal or self-healing state (degraded pack, stale temp object)
   kError,    // a broken invariant
+  kRepaired, // a broken invariant that this run fixed
 };
 
 std::string_view severity_name(Severity severity);
@@ -40,6 +42,11 @@ struct FsckOptions {
   // Fragment objects no pack names are orphans only when older than this
   // (younger ones may belong to a pack whose metadata is about to commit).
   int64_t grace_seconds = 3600;
+  // Delete orphan fragments (older than the grace period). They are what a
+  // crash leaves of pack writes whose metadata never committed. Never use
+  // this on metadata restored from an old copy: fragments written after that
+  // copy look like orphans but are data that recovery needs.
+  bool repair_orphans = false;
   // Progress lines (-v); none when empty.
   std::function<void(std::string_view)> progress;
 };
@@ -61,6 +68,7 @@ struct FsckReport {
 
   size_t errors() const;
   size_t warnings() const;
+  size_t repaired() const;
   // Problems of one kind (for tests and repair).
   size_t count(std::string_view kind) const;
 };

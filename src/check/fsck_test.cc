@@ -344,6 +344,28 @@ TEST_CASE("fsck: clean filesystem, then one corruption at a time") {
     INFO(describe(r));
     CHECK(r.count("orphan-fragment") == 1);
     CHECK(r.errors() == 1);
+
+    // Repair deletes the orphan and nothing else: the filesystem reads back.
+    no_grace.repair_orphans = true;
+    FsckReport repaired = fx.fsck(no_grace);
+    INFO(describe(repaired));
+    CHECK(repaired.errors() == 0);
+    CHECK(repaired.repaired() == 1);
+    CHECK(fx.volume(0)->stat("frag-00000000deadbeef-0").status().code() == ENOENT);
+    FsckReport after = fx.fsck(no_grace);
+    INFO(describe(after));
+    CHECK(after.problems.empty());
+    CHECK(after.fragments == repaired.fragments - 1);
+  }
+  SUBCASE("repair leaves young orphans alone") {
+    const std::vector<uint8_t> junk(100, 7);
+    REQUIRE(fx.volume(1)->put("frag-00000000deadbeef-1", junk).ok());
+    FsckOptions repair;
+    repair.repair_orphans = true;
+    FsckReport r = fx.fsck(repair);
+    INFO(describe(r));
+    CHECK(r.problems.empty());
+    CHECK(fx.volume(1)->stat("frag-00000000deadbeef-1").ok());
   }
   SUBCASE("a flipped byte in a fragment payload: found only with verify_data") {
     PackRecord pack = fx.first_pack();
