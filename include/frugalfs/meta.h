@@ -132,6 +132,8 @@ class MetaReader {
   Status list_inodes(const std::function<bool(const InodeRecord&)>& visit);
   Status list_chunks(const std::function<bool(const ChunkRecord&)>& visit);
   Status list_packs(const std::function<bool(const PackRecord&)>& visit);
+  // Metadata backups stored on the volumes (layout.pack_id is the backup id).
+  Status list_backups(const std::function<bool(const PackRecord&)>& visit);
   Status list_orphans(const std::function<bool(uint64_t ino)>& visit);
   // Chunks marked as garbage (refcount zero), for the collector.
   Status list_garbage(const std::function<bool(const Sha256& id)>& visit);
@@ -178,6 +180,19 @@ class MetaStore : public MetaReader {
   // Approximate on-disk size of the database, for statistics.
   uint64_t approximate_size();
 
+  // Every key and value of one consistent snapshot, in key order: what a
+  // metadata backup stores. Stops at the first error visit returns.
+  Status export_snapshot(const std::function<Status(std::string_view key, std::string_view value)>& visit);
+
+  // Creates the database in dir (which must hold none) from the pairs that
+  // `next` yields (it returns false at the end), e.g. a backup; synced.
+  static Status import(const std::string& dir,
+                       const std::function<Result<bool>(std::string* key, std::string* value)>& next);
+
+  // Makes every pack id up to `pack_id` unavailable to allocate_pack_id
+  // (after a restore, packs written after the backup must keep their ids).
+  Status reserve_pack_ids_through(uint64_t pack_id);
+
  protected:
   Result<std::optional<std::string>> get_raw(std::string_view key) override;
   Status scan_raw(std::string_view prefix, std::string_view start,
@@ -205,6 +220,8 @@ class MetaStore::Txn : public MetaReader {
   void delete_chunk(const Sha256& id);
   void put_pack(const PackRecord& pack);
   void delete_pack(uint64_t pack_id);
+  void put_backup(const PackRecord& backup);
+  void delete_backup(uint64_t backup_id);
   void put_xattr(uint64_t ino, std::string_view name, std::string_view value);
   void delete_xattr(uint64_t ino, std::string_view name);
   void put_orphan(uint64_t ino);

@@ -295,7 +295,18 @@ Status check_chunks_and_packs(Checker& c) {
     }
   }
 
-  // Orphan fragments: on a volume, named by no pack record.
+  // Metadata backups (B records) own their fragments too: never orphans.
+  FRUGAL_TRY(c.meta.list_backups([&](const PackRecord& r) {
+    for (size_t i = 0; i < r.layout.volumes.size(); ++i) {
+      auto vol = c.volumes.find(r.layout.volumes[i]);
+      if (vol == c.volumes.end()) continue;
+      auto frag = vol->second.fragments.find(FragmentKey{r.layout.pack_id, static_cast<uint32_t>(i)});
+      if (frag != vol->second.fragments.end()) frag->second.claimed = true;
+    }
+    return true;
+  }));
+
+  // Orphan fragments: on a volume, named by no pack or backup record.
   const int64_t now = static_cast<int64_t>(::time(nullptr));
   std::vector<uint32_t> ids;
   for (const auto& [id, v] : c.volumes) ids.push_back(id);

@@ -357,6 +357,27 @@ TEST_CASE("fsck: clean filesystem, then one corruption at a time") {
     CHECK(after.problems.empty());
     CHECK(after.fragments == repaired.fragments - 1);
   }
+  SUBCASE("fragments of a metadata backup record are not orphans") {
+    PackRecord pack = fx.first_pack();
+    PackRecord backup = pack;
+    backup.layout.pack_id = (uint64_t{1} << 63) | 77;
+    const std::string name = fragment_object_name(backup.layout.pack_id, 0);
+    REQUIRE(fx.volume(backup.layout.volumes[0])->put(name, std::vector<uint8_t>(100, 1)).ok());
+    FsckOptions no_grace;
+    no_grace.grace_seconds = 0;
+    no_grace.repair_orphans = true;
+    fx.corrupt([&](MetaStore&, MetaStore::Txn& txn) { txn.put_backup(backup); });
+    FsckReport r = fx.fsck(no_grace);
+    INFO(describe(r));
+    CHECK(r.problems.empty());
+    CHECK(fx.volume(backup.layout.volumes[0])->stat(name).ok());
+    // Without its record, the same fragment is an orphan.
+    fx.corrupt([&](MetaStore&, MetaStore::Txn& txn) { txn.delete_backup(backup.layout.pack_id); });
+    no_grace.repair_orphans = false;
+    FsckReport orphan = fx.fsck(no_grace);
+    INFO(describe(orphan));
+    CHECK(orphan.count("orphan-fragment") == 1);
+  }
   SUBCASE("repair leaves young orphans alone") {
     const std::vector<uint8_t> junk(100, 7);
     REQUIRE(fx.volume(1)->put("frag-00000000deadbeef-1", junk).ok());

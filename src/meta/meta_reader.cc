@@ -180,6 +180,25 @@ Status MetaReader::list_packs(const std::function<bool(const PackRecord&)>& visi
   return err;
 }
 
+Status MetaReader::list_backups(const std::function<bool(const PackRecord&)>& visit) {
+  Status err;
+  std::string prefix = keys::backup_prefix();
+  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view value) {
+    auto backup_id = keys::parse_backup(key);
+    if (!backup_id) {
+      err = malformed_key("B", key);
+      return false;
+    }
+    auto pack = rec::decode_pack(*backup_id, value);
+    if (!pack.ok()) {
+      err = pack.status();
+      return false;
+    }
+    return visit(*pack);
+  }));
+  return err;
+}
+
 Status MetaReader::list_orphans(const std::function<bool(uint64_t ino)>& visit) {
   Status err;
   std::string prefix = keys::orphan_prefix();

@@ -374,6 +374,67 @@ Result<std::optional<std::string>> MetaStore::get_raw(std::string_view key) {
   return db_get(*state_->db, key);
 }
 
+Status MetaStore::export_snapshot(
+    const std::function<Status(std::string_view key, std::string_view value)>& visit) {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = state_->db->GetSnapshot();
+  ro.fill_cache = false;
+  Status result;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(state_->db->NewIterator(ro));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      result = visit(view(it->key()), view(it->value()));
+      if (!result.ok()) break;
+    }
+    if (result.ok()) result = from_rocksdb(it->status(), "metadata snapshot scan");
+  }
+  state_->db->ReleaseSnapshot(ro.snapshot);
+  return result;
+}
+
+Status MetaStore::import(const std::string& dir,
+                         const std::function<Result<bool>(std::string* key, std::string* value)>& next) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(fs::path(dir) / "CURRENT", ec)) return Errorf(EEXIST, "{} already holds a metadata database", dir);
+  fs::create_directories(dir, ec);
+  if (ec) return Errorf(ec.value(), "cannot create metadata directory {}: {}", dir, ec.message());
+  FRUGAL_ASSIGN_OR_RETURN(auto db, open_db(dir, /*create=*/true));
+  rocksdb::WriteBatch batch;
+  std::string key, value;
+  rocksdb::WriteOptions wo;
+  bool has_superblock = false;
+  while (true) {
+    FRUGAL_ASSIGN_OR_RETURN(bool more, next(&key, &value));
+    if (!more) break;
+    if (key == keys::superblock()) has_superblock = true;
+    FRUGAL_TRY(from_rocksdb(batch.Put(slice(key), slice(value)), "metadata batch"));
+    if (batch.GetDataSize() >= (4u << 20)) {
+      FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", dir)));
+      batch.Clear();
+    }
+  }
+  if (!has_superblock) return Errorf(EINVAL, "the imported metadata has no superblock");
+  wo.sync = true;
+  FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", dir)));
+  FRUGAL_TRY(from_rocksdb(db->FlushWAL(true), "syncing the metadata log"));
+  return from_rocksdb(db->Close(), "closing the metadata database");
+}
+
+Status MetaStore::reserve_pack_ids_through(uint64_t pack_id) {
+  std::lock_guard<std::mutex> guard(state_->pack_mu);
+  if (state_->next_pack_id > pack_id) return Status::Ok();
+  const uint64_t limit = pack_id + 1 + kPackIdReserve;
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::string key = keys::counter(keys::kCounterPack);
+  std::string value = rec::encode_counter(limit);
+  FRUGAL_TRY(from_rocksdb(state_->db->Put(wo, slice(key), slice(value)), "reserving pack ids"));
+  state_->next_pack_id = pack_id + 1;
+  state_->pack_id_limit = limit;
+  return Status::Ok();
+}
+
 Status MetaStore::scan_raw(std::string_view prefix, std::string_view start,
                            const std::function<bool(std::string_view, std::string_view)>& visit) {
   PrefixIterator it(*state_->db, prefix, start);
@@ -434,6 +495,12 @@ void MetaStore::Txn::put_pack(const PackRecord& pack) {
 }
 
 void MetaStore::Txn::delete_pack(uint64_t pack_id) { state_->del(keys::pack(pack_id)); }
+
+void MetaStore::Txn::put_backup(const PackRecord& backup) {
+  state_->put(keys::backup(backup.layout.pack_id), rec::encode_pack(backup));
+}
+
+void MetaStore::Txn::delete_backup(uint64_t backup_id) { state_->del(keys::backup(backup_id)); }
 
 void MetaStore::Txn::put_xattr(uint64_t ino, std::string_view name, std::string_view value) {
   state_->put(keys::xattr(ino, name), rec::encode_xattr(value));
