@@ -60,8 +60,9 @@ run_seed() {
     echo "$out" >&2
     fail "seed $seed: fsck --repair after the crash exited $status"
   fi
-  local repaired
+  local repaired fsck_time
   repaired=$(grep -c '^repaired:' <<<"$out" || true)
+  fsck_time=$(tail -n 1 <<<"$out" | grep -o '[0-9.]* s$' || true)
   mount_fs
   touch "$WORK/go"
   status=0
@@ -72,7 +73,7 @@ run_seed() {
     fail "seed $seed: what survived the crash is wrong (workload exit $status)"
   fi
   unmount_fs
-  log "seed $seed: killed after ${delay_ms} ms; $repaired orphan fragments removed; $(grep -o 'stopped after [0-9]* operations ([0-9]* fsyncs)' "$WORK/workload.out"); $(grep -o 'checked .*' "$WORK/workload.out")"
+  log "seed $seed: killed after ${delay_ms} ms; fsck $fsck_time, $repaired orphan fragments removed; $(grep -o 'stopped after [0-9]* operations ([0-9]* fsyncs)' "$WORK/workload.out"); $(grep -o 'checked .*' "$WORK/workload.out")"
 }
 
 # First, without randomness: data written with O_SYNC, O_DSYNC, or followed
