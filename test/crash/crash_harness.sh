@@ -8,7 +8,7 @@
 #     fsynced file has exactly its fsynced contents, that no file holds bytes
 #     never written to it, and that completed namespace operations survived;
 #   - a clean unmount must leave fsck clean again.
-# Every seed is printed; a failing one reproduces with SEEDS=1 FIRST_SEED=it.
+# Every seed is printed; a failing seed N reproduces with SEEDS 1, FIRST_SEED N.
 #
 #   bash crash_harness.sh FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED
 [ $# -eq 4 ] || { echo "usage: $0 FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED" >&2; exit 2; }
