@@ -19,23 +19,18 @@ std::string_view severity_name(Severity severity) {
   return "warning";
 }
 
-size_t FsckReport::errors() const {
-  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(), [](const Problem& p) {
-    return p.severity == Severity::kError;
-  }));
+namespace {
+
+size_t count_severity(const std::vector<Problem>& problems, Severity severity) {
+  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(),
+                                           [&](const Problem& p) { return p.severity == severity; }));
 }
 
-size_t FsckReport::warnings() const {
-  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(), [](const Problem& p) {
-    return p.severity == Severity::kWarning;
-  }));
-}
+}  // namespace
 
-size_t FsckReport::repaired() const {
-  return static_cast<size_t>(std::count_if(problems.begin(), problems.end(), [](const Problem& p) {
-    return p.severity == Severity::kRepaired;
-  }));
-}
+size_t FsckReport::errors() const { return count_severity(problems, Severity::kError); }
+size_t FsckReport::warnings() const { return count_severity(problems, Severity::kWarning); }
+size_t FsckReport::repaired() const { return count_severity(problems, Severity::kRepaired); }
 
 size_t FsckReport::count(std::string_view kind) const {
   return static_cast<size_t>(std::count_if(problems.begin(), problems.end(),

@@ -18,6 +18,29 @@ Status malformed_key(const char* table, std::string_view key) {
                 to_hex({reinterpret_cast<const uint8_t*>(key.data()), key.size()}));
 }
 
+// Scans the table under `prefix` whose keys parse to an id (`parse`) and
+// whose values decode to a record (`decode`), visiting each record in key
+// order. A malformed key or value stops the scan with EIO.
+template <typename Scan, typename Parse, typename Decode, typename Visit>
+Status scan_records(Scan scan, const std::string& prefix, const char* table, Parse parse,
+                    Decode decode, const Visit& visit) {
+  Status err;
+  FRUGAL_TRY(scan(prefix, prefix, [&](std::string_view key, std::string_view value) {
+    auto id = parse(key);
+    if (!id) {
+      err = malformed_key(table, key);
+      return false;
+    }
+    auto record = decode(*id, value);
+    if (!record.ok()) {
+      err = record.status();
+      return false;
+    }
+    return visit(*record);
+  }));
+  return err;
+}
+
 }  // namespace
 
 Result<InodeRecord> MetaReader::get_inode(uint64_t ino) {
@@ -124,79 +147,23 @@ Status MetaReader::list_xattrs(
 }
 
 Status MetaReader::list_inodes(const std::function<bool(const InodeRecord&)>& visit) {
-  Status err;
-  std::string prefix = keys::inode_prefix();
-  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view value) {
-    auto ino = keys::parse_inode(key);
-    if (!ino) {
-      err = malformed_key("I", key);
-      return false;
-    }
-    auto inode = rec::decode_inode(*ino, value);
-    if (!inode.ok()) {
-      err = inode.status();
-      return false;
-    }
-    return visit(*inode);
-  }));
-  return err;
+  return scan_records([this](auto&&... a) { return scan_raw(a...); }, keys::inode_prefix(), "I",
+                      keys::parse_inode, [](auto id, std::string_view v) { return rec::decode_inode(id, v); }, visit);
 }
 
 Status MetaReader::list_chunks(const std::function<bool(const ChunkRecord&)>& visit) {
-  Status err;
-  std::string prefix = keys::chunk_prefix();
-  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view value) {
-    auto id = keys::parse_chunk(key);
-    if (!id) {
-      err = malformed_key("C", key);
-      return false;
-    }
-    auto chunk = rec::decode_chunk(*id, value);
-    if (!chunk.ok()) {
-      err = chunk.status();
-      return false;
-    }
-    return visit(*chunk);
-  }));
-  return err;
+  return scan_records([this](auto&&... a) { return scan_raw(a...); }, keys::chunk_prefix(), "C",
+                      keys::parse_chunk, [](auto id, std::string_view v) { return rec::decode_chunk(id, v); }, visit);
 }
 
 Status MetaReader::list_packs(const std::function<bool(const PackRecord&)>& visit) {
-  Status err;
-  std::string prefix = keys::pack_prefix();
-  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view value) {
-    auto pack_id = keys::parse_pack(key);
-    if (!pack_id) {
-      err = malformed_key("P", key);
-      return false;
-    }
-    auto pack = rec::decode_pack(*pack_id, value);
-    if (!pack.ok()) {
-      err = pack.status();
-      return false;
-    }
-    return visit(*pack);
-  }));
-  return err;
+  return scan_records([this](auto&&... a) { return scan_raw(a...); }, keys::pack_prefix(), "P",
+                      keys::parse_pack, [](auto id, std::string_view v) { return rec::decode_pack(id, v); }, visit);
 }
 
 Status MetaReader::list_backups(const std::function<bool(const PackRecord&)>& visit) {
-  Status err;
-  std::string prefix = keys::backup_prefix();
-  FRUGAL_TRY(scan_raw(prefix, prefix, [&](std::string_view key, std::string_view value) {
-    auto backup_id = keys::parse_backup(key);
-    if (!backup_id) {
-      err = malformed_key("B", key);
-      return false;
-    }
-    auto pack = rec::decode_pack(*backup_id, value);
-    if (!pack.ok()) {
-      err = pack.status();
-      return false;
-    }
-    return visit(*pack);
-  }));
-  return err;
+  return scan_records([this](auto&&... a) { return scan_raw(a...); }, keys::backup_prefix(), "B",
+                      keys::parse_backup, [](auto id, std::string_view v) { return rec::decode_pack(id, v); }, visit);
 }
 
 Status MetaReader::list_orphans(const std::function<bool(uint64_t ino)>& visit) {

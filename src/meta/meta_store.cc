@@ -6,6 +6,7 @@
 // State::txn_mu, held by a Txn from begin() until commit() or destruction;
 // State::pack_mu guards the pack-id reservation. Lock order: txn_mu before
 // pack_mu (allocate_pack_id may be called inside a Txn).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -338,16 +339,25 @@ uint64_t MetaStore::allocate_inode() { return state_->next_inode.fetch_add(1); }
 
 uint64_t MetaStore::allocate_cookie() { return state_->next_cookie.fetch_add(1); }
 
+namespace {
+
+// Writes (synced) the pack-id reservation limit; pack_mu held.
+Status persist_pack_id_limit(meta_detail::StoreState& state, uint64_t limit) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::string key = keys::counter(keys::kCounterPack);
+  std::string value = rec::encode_counter(limit);
+  FRUGAL_TRY(from_rocksdb(state.db->Put(wo, slice(key), slice(value)), "reserving pack ids"));
+  state.pack_id_limit = limit;
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<uint64_t> MetaStore::allocate_pack_id() {
   std::lock_guard<std::mutex> guard(state_->pack_mu);
   if (state_->next_pack_id >= state_->pack_id_limit) {
-    uint64_t limit = state_->next_pack_id + kPackIdReserve;
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    std::string key = keys::counter(keys::kCounterPack);
-    std::string value = rec::encode_counter(limit);
-    FRUGAL_TRY(from_rocksdb(state_->db->Put(wo, slice(key), slice(value)), "reserving pack ids"));
-    state_->pack_id_limit = limit;
+    FRUGAL_TRY(persist_pack_id_limit(*state_, state_->next_pack_id + kPackIdReserve));
   }
   return state_->next_pack_id++;
 }
@@ -397,41 +407,58 @@ Status MetaStore::import(const std::string& dir,
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::exists(fs::path(dir) / "CURRENT", ec)) return Errorf(EEXIST, "{} already holds a metadata database", dir);
-  fs::create_directories(dir, ec);
-  if (ec) return Errorf(ec.value(), "cannot create metadata directory {}: {}", dir, ec.message());
-  FRUGAL_ASSIGN_OR_RETURN(auto db, open_db(dir, /*create=*/true));
-  rocksdb::WriteBatch batch;
-  std::string key, value;
-  rocksdb::WriteOptions wo;
-  bool has_superblock = false;
-  while (true) {
-    FRUGAL_ASSIGN_OR_RETURN(bool more, next(&key, &value));
-    if (!more) break;
-    if (key == keys::superblock()) has_superblock = true;
-    FRUGAL_TRY(from_rocksdb(batch.Put(slice(key), slice(value)), "metadata batch"));
-    if (batch.GetDataSize() >= (4u << 20)) {
-      FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", dir)));
-      batch.Clear();
-    }
+  // Built beside dir and renamed into place once complete and synced, so a
+  // failed import never leaves a partial database that would open.
+  fs::path target = fs::path(dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "dir/"
+  const std::string partial = target.string() + ".import";
+  fs::remove_all(partial, ec);
+  if (target.has_parent_path()) {
+    fs::create_directories(target.parent_path(), ec);
+    if (ec) return Errorf(ec.value(), "cannot create {}: {}", target.parent_path().string(), ec.message());
   }
-  if (!has_superblock) return Errorf(EINVAL, "the imported metadata has no superblock");
-  wo.sync = true;
-  FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", dir)));
-  FRUGAL_TRY(from_rocksdb(db->FlushWAL(true), "syncing the metadata log"));
-  return from_rocksdb(db->Close(), "closing the metadata database");
+  auto build = [&]() -> Status {
+    FRUGAL_ASSIGN_OR_RETURN(auto db, open_db(partial, /*create=*/true));
+    rocksdb::WriteBatch batch;
+    std::string key, value;
+    rocksdb::WriteOptions wo;
+    bool has_superblock = false;
+    while (true) {
+      FRUGAL_ASSIGN_OR_RETURN(bool more, next(&key, &value));
+      if (!more) break;
+      if (key == keys::superblock()) has_superblock = true;
+      FRUGAL_TRY(from_rocksdb(batch.Put(slice(key), slice(value)), "metadata batch"));
+      if (batch.GetDataSize() >= (4u << 20)) {
+        FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", partial)));
+        batch.Clear();
+      }
+    }
+    if (!has_superblock) return Errorf(EINVAL, "the imported metadata has no superblock");
+    wo.sync = true;  // syncs the log of every earlier batch too
+    FRUGAL_TRY(from_rocksdb(db->Write(wo, &batch), fmt::format("cannot write metadata in {}", partial)));
+    return from_rocksdb(db->Close(), "closing the metadata database");
+  };
+  Status built = build();
+  if (built.ok()) {
+    fs::remove(target, ec);  // only succeeds on an empty directory, which may be replaced
+    fs::rename(partial, target, ec);
+    if (ec) built = Errorf(ec.value(), "cannot move {} to {}: {}", partial, dir, ec.message());
+  }
+  if (built.ok()) {
+    const std::string parent = target.parent_path().string();
+    int fd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || ::fsync(fd) != 0) built = Errorf(errno, "cannot sync directory {}", parent);
+    if (fd >= 0) ::close(fd);
+  }
+  if (!built.ok()) fs::remove_all(partial, ec);
+  return built;
 }
 
 Status MetaStore::reserve_pack_ids_through(uint64_t pack_id) {
   std::lock_guard<std::mutex> guard(state_->pack_mu);
   if (state_->next_pack_id > pack_id) return Status::Ok();
-  const uint64_t limit = pack_id + 1 + kPackIdReserve;
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  std::string key = keys::counter(keys::kCounterPack);
-  std::string value = rec::encode_counter(limit);
-  FRUGAL_TRY(from_rocksdb(state_->db->Put(wo, slice(key), slice(value)), "reserving pack ids"));
+  FRUGAL_TRY(persist_pack_id_limit(*state_, pack_id + 1 + kPackIdReserve));
   state_->next_pack_id = pack_id + 1;
-  state_->pack_id_limit = limit;
   return Status::Ok();
 }
 

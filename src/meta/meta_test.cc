@@ -873,3 +873,40 @@ TEST_CASE("reserve_pack_ids_through: later allocations are above it, also after 
   auto store = must_open(dir);
   CHECK(store->allocate_pack_id().value() > 100002);
 }
+
+TEST_CASE("a failed import leaves no database behind") {
+  TempDir tmp{"frugalfs-meta", TempDir::Base::kTmpdirEnv};
+  const std::string dir = tmp.sub("meta");
+  std::vector<std::pair<std::string, std::string>> pairs;
+  {
+    auto store = must_create(tmp.sub("source"));
+    REQUIRE(store->export_snapshot([&](std::string_view k, std::string_view v) {
+                   pairs.emplace_back(k, v);
+                   return Status::Ok();
+                 }).ok());
+  }
+  REQUIRE(pairs.size() > 2);
+  size_t i = 0;
+  // The source of the pairs fails half-way (an unreadable backup, say).
+  Status s = MetaStore::import(dir, [&](std::string* k, std::string* v) -> Result<bool> {
+    if (i == pairs.size() / 2) return Errorf(EIO, "backup unreadable");
+    *k = pairs[i].first;
+    *v = pairs[i].second;
+    ++i;
+    return true;
+  });
+  CHECK(s.code() == EIO);
+  CHECK(MetaStore::open(dir).status().code() == ENOENT);
+  CHECK_FALSE(std::filesystem::exists(dir + ".import"));
+
+  // The same pairs in full import fine into the same place, given as "dir/".
+  i = 0;
+  REQUIRE(MetaStore::import(dir + "/", [&](std::string* k, std::string* v) -> Result<bool> {
+            if (i == pairs.size()) return false;
+            *k = pairs[i].first;
+            *v = pairs[i].second;
+            ++i;
+            return true;
+          }).ok());
+  CHECK(must_open(dir)->get_inode(kRootInode).ok());
+}
