@@ -117,10 +117,11 @@ int cmd_fsck(int argc, char** argv) {
     young = fmt::format(" ({} unnamed fragment{} younger than {} s not counted)", report->young_fragments,
                         report->young_fragments == 1 ? "" : "s", options.grace_seconds);
   }
-  fmt::print("{}: {} inodes, {} entries, {} extents, {} chunks, {} packs{}, {} volumes; "
-             "{} error{}{}, {} warning{}{}; {:.2f} s\n",
+  fmt::print("{}: {} inodes, {} entries, {} extents, {} chunks, {} packs{} ({} retired), {} backups, "
+             "{} volumes; {} error{}{}, {} warning{}{}; {:.2f} s\n",
              meta_dir, report->inodes, report->dentries, report->extents, report->chunks,
-             report->packs, options.verify_data ? " (data verified)" : "", report->volumes,
+             report->packs, options.verify_data ? " (data verified)" : "", report->retired_packs,
+             report->backups, report->volumes,
              errors, errors == 1 ? "" : "s", repaired > 0 ? fmt::format(", {} repaired", repaired) : "",
              warnings, warnings == 1 ? "" : "s", young, report->seconds);
   if (errors > 0) return kFsckErrorsLeft;

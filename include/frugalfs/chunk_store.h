@@ -8,7 +8,10 @@
 // collector scan steps over); add_ref takes it to 1 and clears any mark; drop_ref back to 0
 // sets the mark again. collect() deletes marked chunks and packs left without
 // live bytes, and compacts packs that are mostly garbage (copy, commit,
-// delete). A pack's live_bytes always counts the entries (header + stored
+// retire). A pack taken out of use is not deleted from the volumes here: its
+// record moves to the retired table (MetaReader::list_retired), because the
+// newest metadata backup may still name it; the backup writer removes its
+// fragments once a later backup is durable. A pack's live_bytes always counts the entries (header + stored
 // bytes) of its chunks whose refcount is above zero.
 //
 // Thread-safety: read(), add_ref() and drop_ref() may be called from any

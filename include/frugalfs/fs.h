@@ -106,6 +106,11 @@ struct FsOptions {
   uint64_t cache_bytes = 128ull << 20;       // decompressed chunk cache
   uint64_t dirty_bytes_limit = 128ull << 20; // write buffers, all files together
   double flush_interval_seconds = 5.0;       // dirty data older than this is flushed
+  // A metadata backup is written to the volumes this often (0: only at
+  // shutdown), at shutdown, and soon after mounting a filesystem that has
+  // none. Space freed by deletes returns with the next backup.
+  double backup_interval_seconds = 3600;
+  uint32_t backups_kept = 3;
   // Called with one line for each notable event (degraded mount, volume
   // errors). Defaults to stderr.
   std::function<void(std::string_view)> log;

@@ -134,6 +134,9 @@ class MetaReader {
   Status list_packs(const std::function<bool(const PackRecord&)>& visit);
   // Metadata backups stored on the volumes (layout.pack_id is the backup id).
   Status list_backups(const std::function<bool(const PackRecord&)>& visit);
+  // Packs taken out of use whose fragments are kept until a metadata backup
+  // that no longer names them is durable (see MetaBackup).
+  Status list_retired(const std::function<bool(const PackRecord&)>& visit);
   Status list_orphans(const std::function<bool(uint64_t ino)>& visit);
   // Chunks marked as garbage (refcount zero), for the collector.
   Status list_garbage(const std::function<bool(const Sha256& id)>& visit);
@@ -222,6 +225,8 @@ class MetaStore::Txn : public MetaReader {
   void delete_pack(uint64_t pack_id);
   void put_backup(const PackRecord& backup);
   void delete_backup(uint64_t backup_id);
+  void put_retired(const PackRecord& pack);
+  void delete_retired(uint64_t pack_id);
   void put_xattr(uint64_t ino, std::string_view name, std::string_view value);
   void delete_xattr(uint64_t ino, std::string_view name);
   void put_orphan(uint64_t ino);

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "frugalfs/erasure.h"
@@ -30,6 +31,26 @@ struct PackLayout {
 
 // "frag-<16 hex pack id>-<index>".
 std::string fragment_object_name(uint64_t pack_id, int index);
+// The inverse: false for any name that fragment_object_name cannot produce.
+bool parse_fragment_object_name(std::string_view name, uint64_t* pack_id, uint32_t* index);
+
+// What one fragment's header says about its pack: enough to rebuild the
+// pack's layout from the volumes alone (frugalfs recover).
+struct FragmentInfo {
+  uint64_t pack_id = 0;
+  uint32_t index = 0;
+  uint8_t k = 0;
+  uint8_t m = 0;
+  uint32_t block_size = 0;
+  uint64_t pack_len = 0;
+  uint64_t fragment_len = 0;
+  uint64_t table_checksum = 0;  // what PackLayout::fragment_checksums holds
+};
+
+// Reads and checks the header of fragment object `name` on volume. EINVAL
+// when the header is damaged or names another fragment; the volume's error
+// when it cannot be read.
+Result<FragmentInfo> read_fragment_info(Volume& volume, std::string_view name);
 
 // The volumes of one filesystem, by volume id. A member may be offline (no
 // Volume object), e.g. a missing directory at mount time, or marked offline

@@ -26,21 +26,8 @@ namespace {
 
 constexpr std::string_view kFragmentPrefix = "frag-";
 
-// "frag-<16 hex>-<index>" (see fragment_object_name).
 bool parse_fragment_name(std::string_view name, FragmentKey* key) {
-  if (!name.starts_with(kFragmentPrefix)) return false;
-  name.remove_prefix(kFragmentPrefix.size());
-  if (name.size() < 18 || name[16] != '-') return false;
-  for (char ch : name.substr(0, 16)) {
-    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
-  }
-  std::string_view index = name.substr(17);
-  if (index.empty() || index.size() > 3) return false;
-  auto [p1, e1] = std::from_chars(name.data(), name.data() + 16, key->pack_id, 16);
-  auto [p2, e2] = std::from_chars(index.data(), index.data() + index.size(), key->index, 10);
-  return e1 == std::errc() && e2 == std::errc() && p2 == index.data() + index.size() &&
-         fragment_object_name(key->pack_id, static_cast<int>(key->index)) ==
-             std::string(kFragmentPrefix) + std::string(name);
+  return parse_fragment_object_name(name, &key->pack_id, &key->index);
 }
 
 struct PackInfo {
@@ -295,8 +282,9 @@ Status check_chunks_and_packs(Checker& c) {
     }
   }
 
-  // Metadata backups (B records) own their fragments too: never orphans.
-  FRUGAL_TRY(c.meta.list_backups([&](const PackRecord& r) {
+  // Metadata backups (B records) and retired packs (Q records, kept until a
+  // backup no longer names them) own their fragments too: never orphans.
+  auto claim = [&](const PackRecord& r) {
     for (size_t i = 0; i < r.layout.volumes.size(); ++i) {
       auto vol = c.volumes.find(r.layout.volumes[i]);
       if (vol == c.volumes.end()) continue;
@@ -304,6 +292,18 @@ Status check_chunks_and_packs(Checker& c) {
       if (frag != vol->second.fragments.end()) frag->second.claimed = true;
     }
     return true;
+  };
+  FRUGAL_TRY(c.meta.list_backups([&](const PackRecord& r) {
+    ++c.report.backups;
+    return claim(r);
+  }));
+  FRUGAL_TRY(c.meta.list_retired([&](const PackRecord& r) {
+    ++c.report.retired_packs;
+    if (packs.count(r.layout.pack_id)) {
+      c.error("retired-pack-in-use", "pack {:016x} is both in use and retired (its fragments would be "
+              "removed by the next backup)", r.layout.pack_id);
+    }
+    return claim(r);
   }));
 
   // Orphan fragments: on a volume, named by no pack or backup record.

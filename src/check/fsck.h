@@ -59,6 +59,8 @@ struct FsckReport {
   uint64_t extents = 0;
   uint64_t chunks = 0;
   uint64_t packs = 0;
+  uint64_t retired_packs = 0;  // kept until the next metadata backup
+  uint64_t backups = 0;        // metadata backups on the volumes
   uint64_t volumes = 0;
   uint64_t fragments = 0;          // fragment objects found on the volumes
   uint64_t young_fragments = 0;    // unnamed fragments skipped within the grace period

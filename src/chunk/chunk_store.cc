@@ -401,7 +401,6 @@ uint64_t ChunkStore::PackWriter::deduplicated_bytes() const { return state_->ded
 // Collector
 
 Status ChunkStore::State::delete_empty_pack(uint64_t pack_id) {
-  PackLayout layout;
   {
     auto txn = meta.begin();
     auto pack = txn->get_pack(pack_id);
@@ -410,13 +409,10 @@ Status ChunkStore::State::delete_empty_pack(uint64_t pack_id) {
     // live_bytes == 0: every chunk of the pack has refcount zero. Their
     // records are deleted by the garbage sweep; one left behind meanwhile is
     // harmless, because dedup checks that a chunk's pack exists.
-    layout = pack->layout;
     txn->delete_pack(pack_id);
+    txn->put_retired(*pack);  // fragments kept until a backup no longer names the pack
     FRUGAL_TRY(txn->commit());
   }
-  // Delete after unreference: the record is gone, now the fragments.
-  Status removed = packs.remove(layout);
-  if (!removed.ok()) log(fmt::format("pack {:016x}: {}", pack_id, removed.ToString()));
   std::lock_guard lock(mu);
   ++counters.packs_deleted;
   return Status::Ok();
@@ -467,10 +463,9 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
     }
     for (auto& [id, p] : new_packs) txn->put_pack(p);
     txn->delete_pack(pack_id);
+    txn->put_retired(*pack);  // fragments kept until a backup no longer names the pack
     FRUGAL_TRY(txn->commit());
   }
-  Status removed = packs.remove(pack->layout);
-  if (!removed.ok()) log(fmt::format("pack {:016x}: {}", pack_id, removed.ToString()));
   std::lock_guard lock(mu);
   ++counters.packs_compacted;
   return Status::Ok();

@@ -156,6 +156,14 @@ Result<std::unique_ptr<FileSystem>> FileSystem::open(const std::string& meta_dir
   FRUGAL_TRY(state->sb.chunker.validate());
   state->cdc = std::make_unique<FastCdc>(state->sb.chunker);
   FRUGAL_TRY(state->chunks->find_collectable_packs());
+  // The first backup of a filesystem is taken soon after its first mount;
+  // otherwise the interval counts from this mount.
+  bool has_backup = false;
+  FRUGAL_TRY(state->meta->list_backups([&](const PackRecord&) {
+    has_backup = true;
+    return false;
+  }));
+  state->last_backup_ns = has_backup ? fs_now_ns() : 0;
 
   // Inodes unlinked while open when the last session ended.
   std::vector<uint64_t> orphans;
@@ -185,6 +193,9 @@ Status FileSystem::shutdown() {
     std::lock_guard lock(s.flush_mu);
     Status flushed = s.flush_locked({}, /*sync=*/true);
     Status collected = flushed.ok() ? s.chunks->collect() : Status::Ok();
+    // The last backup: the database as it is left. A failure is logged but
+    // loses nothing (the database itself is complete and synced).
+    if (flushed.ok()) s.backup_locked().IgnoreError();
     Status synced = s.meta->sync();
     s.shutdown_status = !flushed.ok() ? flushed : !collected.ok() ? collected : synced;
     if (!s.shutdown_status.ok()) s.log("shutdown: " + s.shutdown_status.ToString());

@@ -241,7 +241,25 @@ void FileSystem::State::flusher_loop() {
     if (due) flush_locked({}, false).IgnoreError();  // logged; retried next round
     Status collected = chunks->collect();
     if (!collected.ok()) log("garbage collection: " + collected.ToString());
+    const int64_t backup_every_ns = static_cast<int64_t>(options.backup_interval_seconds * 1e9);
+    if (last_backup_ns == 0 || (backup_every_ns > 0 && fs_now_ns() - last_backup_ns >= backup_every_ns)) {
+      backup_locked().IgnoreError();  // logged; retried next round
+    }
   }
+}
+
+Status FileSystem::State::backup_locked() {
+  BackupOptions backup_options;
+  backup_options.keep = options.backups_kept;
+  auto result = write_metadata_backup(*meta, *packs, backup_options, options.log);
+  // A failure is retried after a minute, not at every round.
+  last_backup_ns = fs_now_ns();
+  if (!result.ok()) {
+    if (options.backup_interval_seconds > 60) last_backup_ns -= static_cast<int64_t>((options.backup_interval_seconds - 60) * 1e9);
+    log("metadata backup failed, will retry: " + result.status().ToString());
+    return result.status();
+  }
+  return Status::Ok();
 }
 
 }  // namespace frugalfs

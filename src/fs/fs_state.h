@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "frugalfs/backup.h"
 #include "frugalfs/chunk_store.h"
 #include "frugalfs/chunking.h"
 #include "frugalfs/fs.h"
@@ -59,6 +60,10 @@ struct FileSystem::State {
   bool flush_requested = false;
   std::thread flusher;
 
+  // When the last metadata backup was written (guarded by flush_mu); 0
+  // makes the flusher write one at its next round.
+  int64_t last_backup_ns = 0;
+
   std::once_flag shutdown_once;
   Status shutdown_status;
 
@@ -90,6 +95,9 @@ struct FileSystem::State {
   Status flush_locked(const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& targets, bool sync);
   void request_flush();
   void flusher_loop();
+  // Writes a metadata backup (logged, not fatal, on failure). Caller holds
+  // flush_mu.
+  Status backup_locked();
 };
 
 // Validates a name for a new directory entry.

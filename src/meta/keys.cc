@@ -99,6 +99,8 @@ std::string pack(uint64_t pack_id) { return with_u64(kPack, pack_id); }
 std::string pack_prefix() { return table(kPack); }
 std::string backup(uint64_t backup_id) { return with_u64(kBackup, backup_id); }
 std::string backup_prefix() { return table(kBackup); }
+std::string retired(uint64_t pack_id) { return with_u64(kRetired, pack_id); }
+std::string retired_prefix() { return table(kRetired); }
 std::string xattr(uint64_t ino, std::string_view name) { return with_u64_name(kXattr, ino, name); }
 std::string xattr_prefix(uint64_t ino) { return with_u64(kXattr, ino); }
 std::string orphan(uint64_t ino) { return with_u64(kOrphan, ino); }
@@ -112,6 +114,7 @@ std::optional<uint32_t> parse_volume(std::string_view key) {
 std::optional<uint64_t> parse_inode(std::string_view key) { return parse_u64(key, kInode); }
 std::optional<uint64_t> parse_pack(std::string_view key) { return parse_u64(key, kPack); }
 std::optional<uint64_t> parse_backup(std::string_view key) { return parse_u64(key, kBackup); }
+std::optional<uint64_t> parse_retired(std::string_view key) { return parse_u64(key, kRetired); }
 std::optional<uint64_t> parse_orphan(std::string_view key) { return parse_u64(key, kOrphan); }
 
 static std::optional<Sha256> parse_sha(std::string_view key, char t) {

@@ -28,6 +28,7 @@ inline constexpr char kXattr = 'X';
 inline constexpr char kOrphan = 'O';
 inline constexpr char kGarbage = 'G';  // chunks whose refcount is zero
 inline constexpr char kBackup = 'B';   // metadata backups on the volumes
+inline constexpr char kRetired = 'Q';  // packs out of use, fragments kept until a backup
 
 // Counters ("N" + one letter).
 inline constexpr char kCounterInode = 'i';   // next inode number
@@ -59,6 +60,8 @@ std::string pack(uint64_t pack_id);
 std::string pack_prefix();
 std::string backup(uint64_t backup_id);
 std::string backup_prefix();
+std::string retired(uint64_t pack_id);
+std::string retired_prefix();
 std::string xattr(uint64_t ino, std::string_view name);
 std::string xattr_prefix(uint64_t ino);
 std::string orphan(uint64_t ino);
@@ -72,6 +75,7 @@ std::optional<uint32_t> parse_volume(std::string_view key);
 std::optional<uint64_t> parse_inode(std::string_view key);
 std::optional<uint64_t> parse_pack(std::string_view key);
 std::optional<uint64_t> parse_backup(std::string_view key);
+std::optional<uint64_t> parse_retired(std::string_view key);
 std::optional<uint64_t> parse_orphan(std::string_view key);
 std::optional<Sha256> parse_chunk(std::string_view key);
 std::optional<Sha256> parse_garbage(std::string_view key);

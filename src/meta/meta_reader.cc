@@ -166,6 +166,11 @@ Status MetaReader::list_backups(const std::function<bool(const PackRecord&)>& vi
                       keys::parse_backup, [](auto id, std::string_view v) { return rec::decode_pack(id, v); }, visit);
 }
 
+Status MetaReader::list_retired(const std::function<bool(const PackRecord&)>& visit) {
+  return scan_records([this](auto&&... a) { return scan_raw(a...); }, keys::retired_prefix(), "Q",
+                      keys::parse_retired, [](auto id, std::string_view v) { return rec::decode_pack(id, v); }, visit);
+}
+
 Status MetaReader::list_orphans(const std::function<bool(uint64_t ino)>& visit) {
   Status err;
   std::string prefix = keys::orphan_prefix();

@@ -529,6 +529,12 @@ void MetaStore::Txn::put_backup(const PackRecord& backup) {
 
 void MetaStore::Txn::delete_backup(uint64_t backup_id) { state_->del(keys::backup(backup_id)); }
 
+void MetaStore::Txn::put_retired(const PackRecord& pack) {
+  state_->put(keys::retired(pack.layout.pack_id), rec::encode_pack(pack));
+}
+
+void MetaStore::Txn::delete_retired(uint64_t pack_id) { state_->del(keys::retired(pack_id)); }
+
 void MetaStore::Txn::put_xattr(uint64_t ino, std::string_view name, std::string_view value) {
   state_->put(keys::xattr(ino, name), rec::encode_xattr(value));
 }

@@ -9,7 +9,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <exception>
 #include <map>
@@ -28,6 +30,47 @@ using stripe::ChecksumTable;
 
 std::string fragment_object_name(uint64_t pack_id, int index) {
   return fmt::format("frag-{:016x}-{}", pack_id, index);
+}
+
+bool parse_fragment_object_name(std::string_view name, uint64_t* pack_id, uint32_t* index) {
+  constexpr std::string_view kPrefix = "frag-";
+  if (!name.starts_with(kPrefix)) return false;
+  std::string_view rest = name.substr(kPrefix.size());
+  if (rest.size() < 18 || rest[16] != '-') return false;
+  for (char ch : rest.substr(0, 16)) {
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+  }
+  std::string_view digits = rest.substr(17);
+  if (digits.empty() || digits.size() > 3) return false;
+  uint64_t id = 0;
+  uint32_t i = 0;
+  auto [p1, e1] = std::from_chars(rest.data(), rest.data() + 16, id, 16);
+  auto [p2, e2] = std::from_chars(digits.data(), digits.data() + digits.size(), i, 10);
+  if (e1 != std::errc() || e2 != std::errc() || p2 != digits.data() + digits.size()) return false;
+  // Only the canonical spelling (no leading zeros in the index).
+  if (fragment_object_name(id, static_cast<int>(i)) != name) return false;
+  *pack_id = id;
+  *index = i;
+  return true;
+}
+
+Result<FragmentInfo> read_fragment_info(Volume& volume, std::string_view name) {
+  uint64_t pack_id = 0;
+  uint32_t index = 0;
+  if (!parse_fragment_object_name(name, &pack_id, &index)) {
+    return Errorf(EINVAL, "{} is not a fragment name", name);
+  }
+  std::array<uint8_t, stripe::kFragmentHeaderSize> bytes{};
+  FRUGAL_ASSIGN_OR_RETURN(size_t n, volume.read(name, 0, bytes));
+  if (n < bytes.size()) return Errorf(EINVAL, "{}: shorter than a fragment header", name);
+  auto header = stripe::parse_header(bytes);
+  if (!header.ok()) return header.status().WithContext(std::string(name));
+  if (header->pack_id != pack_id || header->index != index) {
+    return Errorf(EINVAL, "{}: the header names fragment {} of pack {:016x}", name, header->index,
+                  header->pack_id);
+  }
+  return FragmentInfo{header->pack_id, header->index, header->k, header->m, header->block_size,
+                      header->pack_len, header->fragment_len, header->table_checksum};
 }
 
 namespace {

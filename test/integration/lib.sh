@@ -135,6 +135,17 @@ volume_usage() {
   echo "$total"
 }
 
+# Bytes of the fragments of data packs on the volumes, and of metadata
+# backups (their pack ids have the top bit set: "frag-8..." to "frag-f...").
+fragment_usage() {
+  local pattern=$1 v
+  for v in "${VOLS[@]}"; do
+    [ -d "$v" ] && find "$v" -type f -name "$pattern" -printf '%s\n'
+  done | awk '{ s += $1 } END { print s + 0 }'
+}
+data_usage() { fragment_usage 'frag-[0-7]*'; }
+backup_usage() { fragment_usage 'frag-[89a-f]*'; }
+
 # Bytes of regular files under a directory (logical size).
 tree_bytes() { du -sb --apparent-size "$1" | cut -f1; }
 

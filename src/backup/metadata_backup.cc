@@ -1,0 +1,179 @@
+// Metadata backups: the blob format and the writer. See
+// include/frugalfs/backup.h and doc/metadata-backup.md.
+
+#include <zstd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+
+#include "frugalfs/backup.h"
+#include "frugalfs/hash.h"
+
+namespace frugalfs {
+
+namespace {
+
+constexpr char kBlobMagic[8] = {'F', 'R', 'U', 'G', 'M', 'E', 'T', 'A'};
+constexpr uint32_t kBlobVersion = 1;
+// magic[8], version u32, reserved u32, entries u64, raw length u64, XXH3 u64.
+constexpr size_t kBlobHeaderSize = 40;
+
+void put_le32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_le64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t get_le32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t get_le64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// A fresh backup id: the current time, and later than any id handed out
+// before in this process (two backups in one microsecond stay distinct).
+uint64_t next_backup_id() {
+  static std::mutex mu;
+  static uint64_t last = 0;
+  const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  std::lock_guard lock(mu);
+  last = std::max(last + 1, static_cast<uint64_t>(now) & ~kBackupIdBit);
+  return kBackupIdBit | last;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void BackupEncoder::add(std::string_view key, std::string_view value) {
+  put_le32(raw_, static_cast<uint32_t>(key.size()));
+  raw_.append(key);
+  put_le32(raw_, static_cast<uint32_t>(value.size()));
+  raw_.append(value);
+  ++entries_;
+}
+
+Result<std::vector<uint8_t>> BackupEncoder::finish(int level) {
+  std::vector<uint8_t> blob(kBlobHeaderSize + ZSTD_compressBound(raw_.size()));
+  std::memcpy(blob.data(), kBlobMagic, sizeof(kBlobMagic));
+  put_le64(blob.data() + 8, kBlobVersion);  // version u32 + reserved u32 (zero)
+  put_le64(blob.data() + 16, entries_);
+  put_le64(blob.data() + 24, raw_.size());
+  const auto raw = std::span(reinterpret_cast<const uint8_t*>(raw_.data()), raw_.size());
+  put_le64(blob.data() + 32, xxh3_64(raw));
+  const size_t n = ZSTD_compress(blob.data() + kBlobHeaderSize, blob.size() - kBlobHeaderSize,
+                                 raw_.data(), raw_.size(), level);
+  if (ZSTD_isError(n)) return Errorf(EIO, "compressing the metadata backup: {}", ZSTD_getErrorName(n));
+  blob.resize(kBlobHeaderSize + n);
+  return blob;
+}
+
+Status decode_backup(std::span<const uint8_t> blob,
+                     const std::function<Status(std::string_view key, std::string_view value)>& visit) {
+  if (blob.size() < kBlobHeaderSize || std::memcmp(blob.data(), kBlobMagic, sizeof(kBlobMagic)) != 0) {
+    return Errorf(EINVAL, "not a metadata backup (bad magic)");
+  }
+  const uint32_t version = get_le32(blob.data() + 8);
+  if (version != kBlobVersion) return Errorf(EINVAL, "metadata backup format version {} is unknown", version);
+  const uint64_t entries = get_le64(blob.data() + 16);
+  const uint64_t raw_len = get_le64(blob.data() + 24);
+  const uint64_t checksum = get_le64(blob.data() + 32);
+  const auto frame = blob.subspan(kBlobHeaderSize);
+  const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (content != raw_len) return Errorf(EINVAL, "metadata backup: compressed frame does not match its header");
+  std::vector<uint8_t> raw(raw_len);
+  const size_t n = ZSTD_decompress(raw.data(), raw.size(), frame.data(), frame.size());
+  if (ZSTD_isError(n) || n != raw_len) {
+    return Errorf(EINVAL, "metadata backup: corrupt compressed data{}",
+                  ZSTD_isError(n) ? fmt::format(" ({})", ZSTD_getErrorName(n)) : "");
+  }
+  if (xxh3_64(raw) != checksum) return Errorf(EINVAL, "metadata backup: checksum mismatch");
+  size_t pos = 0;
+  uint64_t seen = 0;
+  auto take = [&](std::string_view* out) {
+    if (raw.size() - pos < 4) return false;
+    const uint32_t len = get_le32(raw.data() + pos);
+    pos += 4;
+    if (raw.size() - pos < len) return false;
+    *out = std::string_view(reinterpret_cast<const char*>(raw.data() + pos), len);
+    pos += len;
+    return true;
+  };
+  while (pos < raw.size()) {
+    std::string_view key, value;
+    if (!take(&key) || !take(&value)) return Errorf(EINVAL, "metadata backup: truncated entry {}", seen);
+    FRUGAL_TRY(visit(key, value));
+    ++seen;
+  }
+  if (seen != entries) return Errorf(EINVAL, "metadata backup: {} entries, header says {}", seen, entries);
+  return Status::Ok();
+}
+
+Result<BackupResult> write_metadata_backup(MetaStore& meta, PackStore& packs, const BackupOptions& options,
+                                           const std::function<void(std::string_view)>& log) {
+  if (options.keep < 1) return Errorf(EINVAL, "backups to keep must be at least 1");
+  BackupResult result;
+  // Packs retired before the snapshot: the backup does not name them, so
+  // once it is durable their fragments can go.
+  std::vector<PackRecord> retired;
+  FRUGAL_TRY(meta.list_retired([&](const PackRecord& p) {
+    retired.push_back(p);
+    return true;
+  }));
+
+  BackupEncoder encoder;
+  FRUGAL_TRY(meta.export_snapshot([&](std::string_view key, std::string_view value) {
+    encoder.add(key, value);
+    return Status::Ok();
+  }));
+  FRUGAL_ASSIGN_OR_RETURN(std::vector<uint8_t> blob, encoder.finish(options.compress_level));
+  result.backup_id = next_backup_id();
+  result.entries = encoder.entries();
+  result.raw_bytes = encoder.raw_bytes();
+  result.stored_bytes = blob.size();
+
+  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, packs.write(result.backup_id, blob));
+  std::vector<PackRecord> backups;
+  FRUGAL_TRY(meta.list_backups([&](const PackRecord& b) {
+    backups.push_back(b);  // oldest first: keys are in id order
+    return true;
+  }));
+  const size_t prune = backups.size() + 1 > options.keep ? backups.size() + 1 - options.keep : 0;
+  {
+    auto txn = meta.begin();
+    txn->put_backup(PackRecord{layout, blob.size(), blob.size(), now_ns()});
+    for (const PackRecord& p : retired) txn->delete_retired(p.layout.pack_id);
+    for (size_t i = 0; i < prune; ++i) txn->delete_backup(backups[i].layout.pack_id);
+    Status committed = txn->commit(/*sync=*/true);
+    if (!committed.ok()) {
+      // Not recorded: its fragments would be orphans.
+      packs.remove(layout).IgnoreError();
+      return committed.WithContext("recording the metadata backup");
+    }
+  }
+  auto remove = [&](const PackLayout& l, std::string_view what) {
+    Status removed = packs.remove(l);
+    if (!removed.ok()) log(fmt::format("removing {} {:016x}: {}", what, l.pack_id, removed.ToString()));
+    return removed.ok();
+  };
+  for (const PackRecord& p : retired) result.packs_removed += remove(p.layout, "retired pack");
+  for (size_t i = 0; i < prune; ++i) result.backups_pruned += remove(backups[i].layout, "old backup");
+  return result;
+}
+
+}  // namespace frugalfs
