@@ -13,5 +13,6 @@ int cmd_mkfs(int argc, char** argv);
 int cmd_mount(int argc, char** argv);
 // Exits as fsck(8) does: 0 clean, 4 errors found, 8 operational error, 16 usage.
 int cmd_fsck(int argc, char** argv);
+int cmd_recover(int argc, char** argv);
 
 }  // namespace frugalfs::cli

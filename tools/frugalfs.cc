@@ -14,6 +14,7 @@ constexpr const char* kUsage =
     "  mkfs    create a filesystem: metadata directory and volumes\n"
     "  mount   mount a filesystem (as a daemon unless -f)\n"
     "  fsck    check an unmounted filesystem\n"
+    "  recover rebuild a lost metadata directory from the volumes\n"
     "  help    show this help\n"
     "\n"
     "Run 'frugalfs COMMAND --help' for the options of a command. See frugalfs(8).\n";
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   if (command == "mkfs") return cmd_mkfs(argc - 1, argv + 1);
   if (command == "mount") return cmd_mount(argc - 1, argv + 1);
   if (command == "fsck") return cmd_fsck(argc - 1, argv + 1);
+  if (command == "recover") return cmd_recover(argc - 1, argv + 1);
   fprintf(stderr, "frugalfs: unknown command '%s'\n\n%s", argv[1], kUsage);
   return kExitUsage;
 }
