@@ -25,12 +25,15 @@ constexpr const char* kRecoverUsageText =
     "e.g. after the loss of the disk that held it. Restores the newest metadata\n"
     "backup found on the volumes (an older one if the newest cannot be read),\n"
     "records the volumes at the paths given, and takes in the packs written\n"
-    "after that backup. Give every volume that is reachable; up to m may be\n"
-    "missing (the filesystem then mounts degraded). Changes nothing on the\n"
-    "volumes. Run 'frugalfs fsck NEW_META_DIR' afterwards, then mount.\n"
+    "after that backup, replaying the writes they record: files of the backup\n"
+    "get their later contents, files created since appear in /lost+found as\n"
+    "#INODE. Give every volume that is reachable; up to m may be missing (the\n"
+    "filesystem then mounts degraded). Changes nothing on the volumes. Run\n"
+    "'frugalfs fsck NEW_META_DIR' afterwards, then mount.\n"
     "\n"
-    "What the backup does not hold is lost: files changed after it read as they\n"
-    "were at the backup (see BACKUPS in frugalfs(8)).\n"
+    "Name changes made after the backup (create, rename, unlink, truncate\n"
+    "without a later write, chmod) are not on the volumes and are lost; see\n"
+    "BACKUP AND RECOVERY in frugalfs(8).\n"
     "\n"
     "Options:\n"
     "      --meta DIR        where to create the new metadata directory (must not\n"
@@ -120,6 +123,11 @@ int cmd_recover(int argc, char** argv) {
              r.packs_named_lost > 0 ? fmt::format(" ({} with too few fragments)", r.packs_named_lost) : "",
              r.packs_adopted, r.chunks_adopted,
              r.packs_unreadable > 0 ? fmt::format(", {} unreadable", r.packs_unreadable) : "");
+  fmt::print("replayed {} flush{} written after the backup: {} file{} changed, {} new file{} in /lost+found{}{}\n",
+             r.manifests_replayed, r.manifests_replayed == 1 ? "" : "es", r.files_replayed,
+             r.files_replayed == 1 ? "" : "s", r.files_found, r.files_found == 1 ? "" : "s",
+             r.writes_skipped > 0 ? fmt::format(", {} skipped", r.writes_skipped) : "",
+             r.manifests_damaged > 0 ? fmt::format(", {} manifests unreadable", r.manifests_damaged) : "");
   fmt::print("{}: recovered in {:.2f} s; check it with 'frugalfs fsck {}'\n", options.meta_dir, seconds,
              options.meta_dir);
   return kExitOk;

@@ -41,11 +41,16 @@ inline int64_t backup_time_us(uint64_t backup_id) {
 }
 
 // The blob of one backup: a header (magic "FRUGMETA", format version, entry
-// count, raw length, XXH3-64 of the raw bytes) followed by a zstd frame of
-// the raw bytes, which are the pairs as (u32 key length, key, u32 value
-// length, value), little-endian, in key order.
+// count, raw length, XXH3-64 of the raw bytes, pack-id mark) followed by a
+// zstd frame of the raw bytes, which are the pairs as (u32 key length, key,
+// u32 value length, value), little-endian, in key order.
+//
+// The pack-id mark is a pack id allocated just before the snapshot: every
+// pack written before it has a smaller id, every pack written after it a
+// larger one. Recover replays only the manifests of packs above the mark.
 class BackupEncoder {
  public:
+  void set_pack_id_mark(uint64_t mark) { pack_id_mark_ = mark; }
   void add(std::string_view key, std::string_view value);
   // The finished blob (zstd level `level`).
   Result<std::vector<uint8_t>> finish(int level = 3);
@@ -55,12 +60,14 @@ class BackupEncoder {
  private:
   std::string raw_;
   uint64_t entries_ = 0;
+  uint64_t pack_id_mark_ = 0;
 };
 
 // Checks and decodes a blob; visit is called for each pair in order. EINVAL
 // (with the reason) for a blob that is not a backup or fails its checksum.
 Status decode_backup(std::span<const uint8_t> blob,
-                     const std::function<Status(std::string_view key, std::string_view value)>& visit);
+                     const std::function<Status(std::string_view key, std::string_view value)>& visit,
+                     uint64_t* pack_id_mark = nullptr);
 
 struct BackupOptions {
   uint32_t keep = 3;  // backups kept on the volumes, newest first (>= 1)
@@ -83,6 +90,33 @@ struct BackupResult {
 Result<BackupResult> write_metadata_backup(MetaStore& meta, PackStore& packs, const BackupOptions& options,
                                            const std::function<void(std::string_view)>& log);
 
+// What one flush wrote, stored in its last pack (PackWriter::finish), so that
+// recover can replay the writes made after the newest backup: per file, the
+// byte ranges the flush rewrote and the extents that hold them now (the rest
+// of each range is a hole), and the file's size and mode at the time.
+struct FlushManifest {
+  struct Region {
+    uint64_t start = 0;
+    uint64_t end = 0;
+    bool operator==(const Region&) const = default;
+  };
+  struct File {
+    uint64_t ino = 0;
+    uint32_t mode = 0;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    uint64_t size = 0;
+    int64_t mtime_ns = 0;
+    std::vector<Region> regions;  // sorted, disjoint
+    std::vector<Extent> extents;  // inside the regions, sorted
+  };
+  std::vector<File> files;
+};
+
+std::vector<uint8_t> encode_flush_manifest(const FlushManifest& manifest);
+// EINVAL when the bytes are not a manifest or are inconsistent.
+Result<FlushManifest> decode_flush_manifest(std::span<const uint8_t> bytes);
+
 // Rebuilding the metadata database from the volumes alone (frugalfs recover).
 struct RecoverOptions {
   std::vector<std::string> volume_uris;  // the volumes that are reachable
@@ -104,6 +138,11 @@ struct RecoverReport {
   uint64_t packs_adopted = 0;      // data packs written after the backup
   uint64_t chunks_adopted = 0;     // new chunks found in them
   uint64_t packs_unreadable = 0;   // written after the backup, fewer than k fragments
+  uint64_t manifests_replayed = 0; // flushes after the backup replayed
+  uint64_t manifests_damaged = 0;
+  uint64_t files_replayed = 0;     // files of the backup changed by them
+  uint64_t files_found = 0;        // files created after the backup: in /lost+found
+  uint64_t writes_skipped = 0;     // flushes of a file that could not be replayed
 };
 
 // Lists every given volume, reads the fragment headers, restores the newest

@@ -65,8 +65,11 @@ class ChunkStore {
     ~PackWriter();
     // Returns the chunk's id. May block writing a full pack.
     Result<Sha256> add(std::span<const uint8_t> data);
-    // Writes the last, partly filled pack.
-    Status finish();
+    // Writes the last, partly filled pack. A non-empty manifest (bytes the
+    // caller defines, describing what this writer's chunks were written for;
+    // see FlushManifest) is stored as the last entry of that pack, in a pack
+    // of its own when no chunk is left to write.
+    Status finish(std::span<const uint8_t> manifest = {});
     // Puts the records of the new chunks and packs into txn (after finish()).
     Status stage(MetaStore::Txn& txn);
     // After the caller's add_ref calls in the same txn: marks the new chunks
@@ -109,12 +112,19 @@ class ChunkStore {
 };
 
 // The pack layout (doc/pack-format.md): a sequence of entries, each a
-// kPackEntryHeaderSize-byte header (magic, codec, raw and stored lengths,
-// SHA-256 id, XXH3 of the stored bytes) followed by the stored bytes. Packs
-// describe themselves, so metadata can be rebuilt from the volumes.
+// kPackEntryHeaderSize-byte header (magic, codec, kind, raw and stored
+// lengths, SHA-256 id, XXH3 of the stored bytes) followed by the stored
+// bytes. Packs describe themselves, so metadata can be rebuilt from the
+// volumes: chunks by id, and manifests naming the files they were written for.
 inline constexpr uint32_t kPackEntryHeaderSize = 64;
 
+enum class PackEntryKind : uint8_t {
+  kChunk = 0,     // a chunk, by content id
+  kManifest = 1,  // a writer's manifest (PackWriter::finish); id is its SHA-256
+};
+
 struct PackEntry {
+  PackEntryKind kind = PackEntryKind::kChunk;
   Sha256 id{};
   Codec codec = Codec::kRaw;
   uint32_t raw_len = 0;

@@ -19,8 +19,9 @@ namespace {
 
 constexpr char kBlobMagic[8] = {'F', 'R', 'U', 'G', 'M', 'E', 'T', 'A'};
 constexpr uint32_t kBlobVersion = 1;
-// magic[8], version u32, reserved u32, entries u64, raw length u64, XXH3 u64.
-constexpr size_t kBlobHeaderSize = 40;
+// magic[8], version u32, reserved u32, entries u64, raw length u64, XXH3 u64,
+// pack-id mark u64.
+constexpr size_t kBlobHeaderSize = 48;
 
 void put_le32(std::string& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
@@ -76,6 +77,7 @@ Result<std::vector<uint8_t>> BackupEncoder::finish(int level) {
   put_le64(blob.data() + 24, raw_.size());
   const auto raw = std::span(reinterpret_cast<const uint8_t*>(raw_.data()), raw_.size());
   put_le64(blob.data() + 32, xxh3_64(raw));
+  put_le64(blob.data() + 40, pack_id_mark_);
   const size_t n = ZSTD_compress(blob.data() + kBlobHeaderSize, blob.size() - kBlobHeaderSize,
                                  raw_.data(), raw_.size(), level);
   if (ZSTD_isError(n)) return Errorf(EIO, "compressing the metadata backup: {}", ZSTD_getErrorName(n));
@@ -84,7 +86,8 @@ Result<std::vector<uint8_t>> BackupEncoder::finish(int level) {
 }
 
 Status decode_backup(std::span<const uint8_t> blob,
-                     const std::function<Status(std::string_view key, std::string_view value)>& visit) {
+                     const std::function<Status(std::string_view key, std::string_view value)>& visit,
+                     uint64_t* pack_id_mark) {
   if (blob.size() < kBlobHeaderSize || std::memcmp(blob.data(), kBlobMagic, sizeof(kBlobMagic)) != 0) {
     return Errorf(EINVAL, "not a metadata backup (bad magic)");
   }
@@ -93,6 +96,7 @@ Status decode_backup(std::span<const uint8_t> blob,
   const uint64_t entries = get_le64(blob.data() + 16);
   const uint64_t raw_len = get_le64(blob.data() + 24);
   const uint64_t checksum = get_le64(blob.data() + 32);
+  if (pack_id_mark) *pack_id_mark = get_le64(blob.data() + 40);
   const auto frame = blob.subspan(kBlobHeaderSize);
   const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content != raw_len) return Errorf(EINVAL, "metadata backup: compressed frame does not match its header");
@@ -137,6 +141,8 @@ Result<BackupResult> write_metadata_backup(MetaStore& meta, PackStore& packs, co
   }));
 
   BackupEncoder encoder;
+  FRUGAL_ASSIGN_OR_RETURN(uint64_t mark, meta.allocate_pack_id());
+  encoder.set_pack_id_mark(mark);
   FRUGAL_TRY(meta.export_snapshot([&](std::string_view key, std::string_view value) {
     encoder.add(key, value);
     return Status::Ok();

@@ -10,8 +10,13 @@
 //    data packs the backup does not name (written after it): their pack
 //    records and the chunks in them (as garbage, unreferenced), so that
 //    nothing on the volumes is left unaccounted for and fsck is clean.
+// 5. Replay, in pack-id order, the flush manifests of the packs written after
+//    the backup's snapshot: each names the files a flush wrote, the ranges
+//    it rewrote and the extents now holding them, so recent writes come back
+//    (files created after the backup go to /lost+found, named #<inode>).
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +27,8 @@
 
 #include "frugalfs/backup.h"
 #include "frugalfs/chunk_store.h"
+#include "frugalfs/chunking.h"
+#include "frugalfs/hash.h"
 #include "frugalfs/erasure.h"
 #include "frugalfs/volume.h"
 
@@ -90,6 +97,10 @@ struct Recovery {
   std::string fs_id;
   std::map<uint64_t, FoundPack> packs;  // data packs and backups, by id
   std::map<std::pair<int, int>, std::unique_ptr<PackStore>> stores;  // by (k, m)
+  uint64_t pack_id_mark = 0;  // of the restored backup
+  std::map<uint64_t, uint64_t> found_files;  // inode in a manifest -> new inode in lost+found
+  uint64_t lost_found = 0;
+  std::set<uint64_t> replayed;  // files of the backup changed by a replayed flush
 
   void log(std::string_view line) const {
     if (options.log) options.log(line);
@@ -97,11 +108,13 @@ struct Recovery {
 
   Status open_volumes();
   Status scan_fragments();
-  Result<PackStore*> store_for(const FoundPack& found);
+  Result<PackStore*> store_for(int k, int m, uint32_t block_size);
   Result<std::vector<uint8_t>> read_pack(const FoundPack& found, const std::vector<uint32_t>& members);
   // The pairs of the newest backup that decodes.
   Result<std::vector<std::pair<std::string, std::string>>> newest_backup();
   Status adopt(MetaStore& meta);
+  Status replay(MetaStore& meta, ChunkStore& chunks, const FlushManifest::File& file);
+  Result<uint64_t> lost_found_dir(MetaStore& meta, MetaStore::Txn& txn, int64_t now);
 };
 
 Status Recovery::open_volumes() {
@@ -163,12 +176,12 @@ Status Recovery::scan_fragments() {
   return Status::Ok();
 }
 
-Result<PackStore*> Recovery::store_for(const FoundPack& found) {
-  auto key = std::make_pair(int{found.first.k}, int{found.first.m});
+Result<PackStore*> Recovery::store_for(int k, int m, uint32_t block_size) {
+  auto key = std::make_pair(k, m);
   auto it = stores.find(key);
   if (it == stores.end()) {
-    FRUGAL_ASSIGN_OR_RETURN(auto code, ErasureCode::ReedSolomon(key.first, key.second));
-    it = stores.emplace(key, std::make_unique<PackStore>(volumes, std::move(code), found.first.block_size)).first;
+    FRUGAL_ASSIGN_OR_RETURN(auto code, ErasureCode::ReedSolomon(k, m));
+    it = stores.emplace(key, std::make_unique<PackStore>(volumes, std::move(code), block_size)).first;
   }
   return it->second.get();
 }
@@ -178,7 +191,7 @@ Result<std::vector<uint8_t>> Recovery::read_pack(const FoundPack& found, const s
     return Errorf(EIO, "{} of its {} fragments found, {} needed", found.volume_of.size(),
                   found.first.k + found.first.m, found.first.k);
   }
-  FRUGAL_ASSIGN_OR_RETURN(PackStore * store, store_for(found));
+  FRUGAL_ASSIGN_OR_RETURN(PackStore * store, store_for(found.first.k, found.first.m, found.first.block_size));
   std::vector<uint8_t> bytes(found.first.pack_len);
   FRUGAL_TRY(store->read(layout_of(found, members), 0, bytes));
   return bytes;
@@ -193,10 +206,13 @@ Result<std::vector<std::pair<std::string, std::string>>> Recovery::newest_backup
     if (!is_backup_id(it->first)) continue;
     std::vector<std::pair<std::string, std::string>> pairs;
     auto bytes = read_pack(it->second, {});
-    Status decoded = bytes.ok() ? decode_backup(*bytes, [&](std::string_view k, std::string_view v) {
-      pairs.emplace_back(k, v);
-      return Status::Ok();
-    })
+    Status decoded = bytes.ok() ? decode_backup(
+                                      *bytes,
+                                      [&](std::string_view k, std::string_view v) {
+                                        pairs.emplace_back(k, v);
+                                        return Status::Ok();
+                                      },
+                                      &pack_id_mark)
                                 : bytes.status();
     if (!decoded.ok()) {
       ++report.backups_unusable;
@@ -267,6 +283,7 @@ Status Recovery::adopt(MetaStore& meta) {
   }
 
   uint64_t max_pack_id = 0;
+  std::vector<FlushManifest> manifests;  // in pack-id order: the order of the flushes
   for (const auto& [id, found] : packs) {
     if (is_backup_id(id)) continue;
     max_pack_id = std::max(max_pack_id, id);
@@ -286,9 +303,25 @@ Status Recovery::adopt(MetaStore& meta) {
       continue;
     }
     // Adopted as unreferenced: the collector deletes it after the mount,
-    // unless a write stores the same chunks again first.
+    // unless a manifest replayed below (or a later write) names its chunks.
     auto txn = meta.begin();
     for (const PackEntry& e : *entries) {
+      if (e.kind == PackEntryKind::kManifest) {
+        if (id < pack_id_mark) continue;  // written before the snapshot: the backup holds it
+        std::vector<uint8_t> raw(e.raw_len);
+        auto stored = std::span(*bytes).subspan(e.offset, e.stored_len);
+        Status unpacked = xxh3_64(stored) == e.checksum ? decompress_chunk(e.codec, stored, raw)
+                                                        : Errorf(EIO, "checksum mismatch");
+        auto manifest = unpacked.ok() ? decode_flush_manifest(raw) : Result<FlushManifest>(unpacked);
+        if (!manifest.ok()) {
+          ++report.manifests_damaged;
+          log(fmt::format("pack {:016x}: a flush manifest cannot be read, its writes are not replayed: {}", id,
+                          manifest.status().message()));
+          continue;
+        }
+        manifests.push_back(std::move(*manifest));
+        continue;
+      }
       auto existing = txn->get_chunk(e.id);
       if (existing.ok()) continue;  // the backup has this chunk elsewhere
       if (existing.status().code() != ENOENT) return existing.status();
@@ -301,7 +334,122 @@ Status Recovery::adopt(MetaStore& meta) {
     ++report.packs_adopted;
   }
   FRUGAL_TRY(meta.reserve_pack_ids_through(max_pack_id));
+
+  const Superblock& sb = meta.superblock();
+  FRUGAL_ASSIGN_OR_RETURN(PackStore * store, store_for(static_cast<int>(sb.data_fragments),
+                                                       static_cast<int>(sb.parity_fragments), sb.block_size));
+  ChunkStore chunks(meta, *store, ChunkStoreOptions{});
+  for (const FlushManifest& manifest : manifests) {
+    ++report.manifests_replayed;
+    for (const FlushManifest::File& file : manifest.files) FRUGAL_TRY(replay(meta, chunks, file));
+  }
   return meta.sync();
+}
+
+Result<uint64_t> Recovery::lost_found_dir(MetaStore& meta, MetaStore::Txn& txn, int64_t now) {
+  if (lost_found != 0) return lost_found;
+  constexpr std::string_view kName = "lost+found";
+  auto entry = txn.get_dentry(kRootInode, kName);
+  if (entry.ok()) {
+    if (!S_ISDIR(entry->type)) return Errorf(EEXIST, "/lost+found exists and is not a directory");
+    return lost_found = entry->ino;
+  }
+  if (entry.status().code() != ENOENT) return entry.status();
+  FRUGAL_ASSIGN_OR_RETURN(InodeRecord root, txn.get_inode(kRootInode));
+  InodeRecord dir;
+  dir.ino = meta.allocate_inode();
+  dir.mode = S_IFDIR | 0700;
+  dir.nlink = 2;
+  dir.atime_ns = dir.mtime_ns = dir.ctime_ns = now;
+  dir.generation = 1;
+  dir.parent = kRootInode;
+  txn.put_inode(dir);
+  txn.put_dentry(kRootInode, DirEntry{std::string(kName), dir.ino, S_IFDIR, meta.allocate_cookie()});
+  ++root.nlink;
+  root.mtime_ns = root.ctime_ns = now;
+  txn.put_inode(root);
+  return lost_found = dir.ino;
+}
+
+// Removes the bytes [start, end) from the extents of inode.ino: extents
+// inside go, extents straddling an end are cut (the kept piece names the same
+// chunk at a shifted offset).
+Status cut_extents(MetaStore::Txn& txn, ChunkStore& chunks, InodeRecord& inode, uint64_t start, uint64_t end) {
+  std::vector<Extent> hit;
+  FRUGAL_TRY(txn.list_extents(inode.ino, start, [&](const Extent& e) {
+    if (e.file_offset >= end) return false;
+    hit.push_back(e);
+    return true;
+  }));
+  for (const Extent& e : hit) {
+    txn.delete_extent(inode.ino, e);
+    inode.data_bytes -= std::min<uint64_t>(inode.data_bytes, e.length);
+    auto keep = [&](uint64_t from, uint64_t to) -> Status {
+      Extent piece{from, static_cast<uint32_t>(to - from), e.chunk,
+                   static_cast<uint32_t>(e.chunk_offset + (from - e.file_offset))};
+      txn.put_extent(inode.ino, piece);
+      inode.data_bytes += piece.length;
+      return chunks.add_ref(txn, e.chunk);
+    };
+    if (e.file_offset < start) FRUGAL_TRY(keep(e.file_offset, start));
+    if (e.end() > end) FRUGAL_TRY(keep(end, e.end()));
+    FRUGAL_TRY(chunks.drop_ref(txn, e.chunk));
+  }
+  return Status::Ok();
+}
+
+Status Recovery::replay(MetaStore& meta, ChunkStore& chunks, const FlushManifest::File& file) {
+  auto txn = meta.begin();
+  for (const Extent& e : file.extents) {
+    auto chunk = txn->get_chunk(e.chunk);
+    if (!chunk.ok()) {
+      if (chunk.status().code() != ENOENT) return chunk.status();
+      ++report.writes_skipped;
+      log(fmt::format("inode {}: a write after the backup names a chunk that is not on the volumes; "
+                      "that flush of the file is not replayed", file.ino));
+      return Status::Ok();
+    }
+  }
+  const int64_t now = file.mtime_ns;
+  InodeRecord inode;
+  auto mapped = found_files.find(file.ino);
+  auto existing = mapped == found_files.end() ? txn->get_inode(file.ino) : txn->get_inode(mapped->second);
+  if (existing.ok()) {
+    if (!S_ISREG(existing->mode)) {
+      ++report.writes_skipped;
+      log(fmt::format("inode {} is not a regular file in the backup; its later writes are not replayed", file.ino));
+      return Status::Ok();
+    }
+    inode = *existing;
+    if (mapped == found_files.end() && replayed.insert(file.ino).second) ++report.files_replayed;
+  } else if (existing.status().code() == ENOENT) {
+    // Created after the backup: its name is not known.
+    FRUGAL_ASSIGN_OR_RETURN(uint64_t dir, lost_found_dir(meta, *txn, now));
+    inode.ino = meta.allocate_inode();
+    inode.mode = S_IFREG | (file.mode & 07777);
+    inode.uid = file.uid;
+    inode.gid = file.gid;
+    inode.nlink = 1;
+    inode.atime_ns = inode.ctime_ns = now;
+    inode.generation = 1;
+    txn->put_dentry(dir, DirEntry{fmt::format("#{}", file.ino), inode.ino, S_IFREG, meta.allocate_cookie()});
+    found_files[file.ino] = inode.ino;
+    ++report.files_found;
+  } else {
+    return existing.status();
+  }
+  for (const FlushManifest::Region& r : file.regions) FRUGAL_TRY(cut_extents(*txn, chunks, inode, r.start, r.end));
+  for (const Extent& e : file.extents) {
+    txn->put_extent(inode.ino, e);
+    inode.data_bytes += e.length;
+    FRUGAL_TRY(chunks.add_ref(*txn, e.chunk));
+  }
+  if (file.size < inode.size) FRUGAL_TRY(cut_extents(*txn, chunks, inode, file.size, UINT64_MAX));
+  inode.size = file.size;
+  inode.mtime_ns = file.mtime_ns;
+  inode.ctime_ns = std::max(inode.ctime_ns, file.mtime_ns);
+  txn->put_inode(inode);
+  return txn->commit();
 }
 
 }  // namespace

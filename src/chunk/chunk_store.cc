@@ -56,8 +56,8 @@ std::string chunk_name(const Sha256& id) { return to_hex(std::span(id).first(8))
 
 }  // namespace
 
-// Header layout (little-endian): magic u32, version u8, codec u8, 2 zero
-// bytes, raw_len u32, stored_len u32, sha256 [32], xxh3 of stored u64,
+// Header layout (little-endian): magic u32, version u8, codec u8, kind u8,
+// 1 zero byte, raw_len u32, stored_len u32, sha256 [32], xxh3 of stored u64,
 // 8 bytes of XXH3 of the first 56 header bytes (the header's own checksum).
 void encode_pack_entry_header(const PackEntry& e, std::span<uint8_t, kPackEntryHeaderSize> out) {
   uint8_t* p = out.data();
@@ -65,6 +65,7 @@ void encode_pack_entry_header(const PackEntry& e, std::span<uint8_t, kPackEntryH
   put_le32(p, kEntryMagic);
   p[4] = kEntryVersion;
   p[5] = static_cast<uint8_t>(e.codec);
+  p[6] = static_cast<uint8_t>(e.kind);
   put_le32(p + 8, e.raw_len);
   put_le32(p + 12, e.stored_len);
   std::memcpy(p + 16, e.id.data(), e.id.size());
@@ -81,11 +82,12 @@ Result<std::vector<PackEntry>> parse_pack(std::span<const uint8_t> pack) {
     }
     const uint8_t* p = pack.data() + pos;
     if (get_le32(p) != kEntryMagic || p[4] != kEntryVersion ||
-        get_le64(p + 56) != xxh3_64(std::span<const uint8_t>(p, 56)) || p[5] > 1) {
+        get_le64(p + 56) != xxh3_64(std::span<const uint8_t>(p, 56)) || p[5] > 1 || p[6] > 1) {
       return Errorf(EIO, "pack entry at {} has a bad header", pos);
     }
     PackEntry e;
     e.codec = static_cast<Codec>(p[5]);
+    e.kind = static_cast<PackEntryKind>(p[6]);
     e.raw_len = get_le32(p + 8);
     e.stored_len = get_le32(p + 12);
     std::memcpy(e.id.data(), p + 16, e.id.size());
@@ -300,6 +302,7 @@ Status ChunkStore::PackWriter::State::complete_oldest() {
   record.created_ns = now_ns();
   sealed.push_back(std::move(record));
   for (const PackEntry& e : pack.entries) {
+    if (e.kind != PackEntryKind::kChunk) continue;
     ChunkRecord c;
     c.id = e.id;
     c.pack_id = pack.pack_id;
@@ -369,7 +372,25 @@ Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
   return id;
 }
 
-Status ChunkStore::PackWriter::finish() {
+Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
+  State& s = *state_;
+  if (s.finished) return Errorf(EINVAL, "PackWriter::finish called twice");
+  if (!manifest.empty()) {
+    PackEntry entry;
+    entry.kind = PackEntryKind::kManifest;
+    entry.id = sha256(manifest);
+    entry.raw_len = static_cast<uint32_t>(manifest.size());
+    entry.codec = compress_chunk(manifest, s.store.options.compress_level, s.compressed);
+    std::span<const uint8_t> stored = entry.codec == Codec::kRaw ? manifest : std::span(s.compressed);
+    entry.stored_len = static_cast<uint32_t>(stored.size());
+    entry.checksum = xxh3_64(stored);
+    Status appended = s.append(entry, stored);
+    s.stored -= entry.stored_len;  // not chunk data
+    if (!appended.ok()) {
+      s.drain().IgnoreError();  // no write may outlive the writer
+      return appended;
+    }
+  }
   Status sealed = state_->seal();
   Status drained = state_->drain();  // always: no write may outlive the writer
   FRUGAL_TRY(sealed);
@@ -387,9 +408,20 @@ Status ChunkStore::PackWriter::stage(MetaStore::Txn& txn) {
 }
 
 Status ChunkStore::PackWriter::mark_unreferenced(MetaStore::Txn& txn) {
-  for (const ChunkRecord& staged : state_->new_chunks) {
+  State& s = *state_;
+  for (const ChunkRecord& staged : s.new_chunks) {
     FRUGAL_ASSIGN_OR_RETURN(ChunkRecord chunk, txn.get_chunk(staged.id));
     if (chunk.refcount == 0) txn.put_garbage(chunk.id);
+  }
+  // A new pack that is mostly unreferenced from the start (e.g. one holding
+  // only a manifest) is a candidate for the collector at once.
+  for (const PackRecord& sealed : s.sealed) {
+    FRUGAL_ASSIGN_OR_RETURN(PackRecord pack, txn.get_pack(sealed.layout.pack_id));
+    if (static_cast<double>(pack.live_bytes) <
+        s.store.options.compact_below_live_ratio * static_cast<double>(pack.total_bytes)) {
+      std::lock_guard lock(s.store.mu);
+      s.store.packs_losing_bytes.insert(pack.layout.pack_id);
+    }
   }
   return Status::Ok();
 }
@@ -427,6 +459,10 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
 
   ChunkStore::PackWriter::State writer(*this);
   for (const PackEntry& e : entries) {
+    // Manifests are not carried over: the old pack stays (retired) until a
+    // backup taken after this compaction, which holds what they describe,
+    // is durable.
+    if (e.kind != PackEntryKind::kChunk) continue;
     auto chunk = meta.get_chunk(e.id);
     if (!chunk.ok()) {
       if (chunk.status().code() == ENOENT) continue;  // collected already

@@ -777,3 +777,49 @@ TEST_CASE("a fresh ChunkStore (after a restart) still deletes empty packs") {
   CHECK(env.release_retired() == 1);
   CHECK(env.objects() == 0);
 }
+
+TEST_CASE("a writer's manifest is the last entry of its last pack, and is not a chunk") {
+  Env env;
+  std::mt19937_64 rng(21);
+  auto a = random_bytes(rng, 5000);
+  std::vector<uint8_t> manifest(3000, 'm');
+  {
+    auto writer = env.store->new_writer();
+    REQUIRE(writer->add(a).ok());
+    REQUIRE(writer->finish(manifest).ok());
+    CHECK(writer->stored_bytes() == 5000);  // raw: random bytes do not compress
+    CHECK(writer->finish().code() == EINVAL);
+    auto txn = env.meta->begin();
+    REQUIRE(writer->stage(*txn).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  CHECK(env.chunk_count() == 1);  // the manifest has no chunk record
+  auto packs = env.pack_records();
+  REQUIRE(packs.size() == 1);
+  std::vector<uint8_t> bytes(packs[0].layout.pack_len);
+  REQUIRE(env.packs->read(packs[0].layout, 0, bytes).ok());
+  auto entries = parse_pack(bytes);
+  REQUIRE(entries.ok());
+  REQUIRE(entries->size() == 2);
+  CHECK((*entries)[0].kind == PackEntryKind::kChunk);
+  CHECK((*entries)[1].kind == PackEntryKind::kManifest);
+  CHECK((*entries)[1].id == sha256(manifest));
+  CHECK((*entries)[1].raw_len == 3000);
+  CHECK((*entries)[1].codec == Codec::kZstd);  // 3000 equal bytes compress
+  std::vector<uint8_t> raw(3000);
+  auto stored = std::span(bytes).subspan((*entries)[1].offset, (*entries)[1].stored_len);
+  REQUIRE(decompress_chunk((*entries)[1].codec, stored, raw).ok());
+  CHECK(raw == manifest);
+
+  // With no new chunk, the manifest gets a pack of its own.
+  auto writer = env.store->new_writer();
+  REQUIRE(writer->add(a).ok());  // deduplicated
+  REQUIRE(writer->finish(manifest).ok());
+  {
+    auto txn = env.meta->begin();
+    REQUIRE(writer->stage(*txn).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  CHECK(env.pack_records().size() == 2);
+  CHECK(env.chunk_count() == 1);
+}

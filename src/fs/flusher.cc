@@ -134,7 +134,34 @@ Status FileSystem::State::flush_locked(
     }
     if (!result.ok()) break;
   }
-  if (result.ok()) result = writer->finish();
+  // The manifest goes into the flush's last pack: if the metadata database
+  // is lost, recover replays the writes made after the newest backup.
+  auto manifest = [&]() -> Result<std::vector<uint8_t>> {
+    FlushManifest m;
+    for (const Plan& plan : plans) {
+      auto record = meta->get_inode(plan.ino);
+      if (!record.ok()) {
+        if (record.status().code() == ENOENT) continue;  // deleted meanwhile
+        return record.status();
+      }
+      FlushManifest::File f;
+      f.ino = plan.ino;
+      f.mode = record->mode;
+      f.uid = record->uid;
+      f.gid = record->gid;
+      f.size = plan.size;
+      f.mtime_ns = plan.mtime_ns.value_or(record->mtime_ns);
+      for (const Region& r : plan.regions) f.regions.push_back({r.start, r.end});
+      f.extents = plan.extents;
+      m.files.push_back(std::move(f));
+    }
+    return encode_flush_manifest(m);
+  };
+  if (result.ok()) {
+    auto bytes = manifest();
+    result = bytes.ok() ? writer->finish(*bytes) : writer->finish();
+    if (result.ok() && !bytes.ok()) result = bytes.status();
+  }
   if (result.ok()) {
     auto txn = meta->begin();
     auto apply = [&]() -> Status {

@@ -531,10 +531,14 @@ TEST_CASE("commit is atomic for concurrent readers") {
   while (scans == 0) std::this_thread::yield();
   // Keep committing until the reader has scanned many times meanwhile.
   int batches = 0;
-  for (; batches < kBatches || (scans < 100 && batches < 5000); ++batches) {
+  // (Scans slow down as the table grows, so until the reader has scanned 100
+  // times each commit waits for one more scan to finish.)
+  for (; batches < kBatches || scans < 100; ++batches) {
+    const int before = scans;
     auto txn = store->begin();
     for (int i = 0; i < kPerBatch; ++i) txn->put_inode(full_inode(store->allocate_inode()));
     REQUIRE(txn->commit().ok());
+    while (scans < 100 && scans == before) std::this_thread::yield();
   }
   done = true;
   reader.join();
