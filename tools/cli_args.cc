@@ -124,8 +124,8 @@ Status add_one(std::string_view option, MountOptionList& list) {
   size_t eq = option.find('=');
   std::string_view key = option.substr(0, eq);
   std::string_view value = eq == std::string_view::npos ? std::string_view() : option.substr(eq + 1);
-  const bool ours =
-      key == "cache_size" || key == "dirty_limit" || key == "flush_interval" || key == "threads";
+  const bool ours = key == "cache_size" || key == "dirty_limit" || key == "flush_interval" ||
+                    key == "threads" || key == "backup_interval" || key == "backups";
   if (!ours) {
     list.fuse_options.emplace_back(option);
     return Status::Ok();
@@ -145,15 +145,24 @@ Status add_one(std::string_view option, MountOptionList& list) {
     list.threads = static_cast<unsigned>(*n);
     return Status::Ok();
   }
-  // flush_interval: seconds, fractions allowed.
+  if (key == "backups") {
+    Result<int64_t> n = parse_int(value, 1, 1000);
+    if (!n.ok()) return n.status().WithContext("mount option backups");
+    list.backups = static_cast<unsigned>(*n);
+    return Status::Ok();
+  }
+  // flush_interval, backup_interval: seconds, fractions allowed; a backup
+  // interval of 0 means backups only at unmount.
+  const bool backup = key == "backup_interval";
+  const double most = backup ? 7 * 86400 : 86400;
   double seconds = 0;
   auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-  if (ec != std::errc() || ptr != value.data() + value.size() || !(seconds > 0) ||
-      seconds > 86400) {
-    return Errorf(EINVAL, "mount option flush_interval: '{}' is not a number of seconds (0..86400)",
-                  value);
+  if (ec != std::errc() || ptr != value.data() + value.size() || !(backup ? seconds >= 0 : seconds > 0) ||
+      seconds > most) {
+    return Errorf(EINVAL, "mount option {}: '{}' is not a number of seconds ({}0..{})", key, value,
+                  backup ? "" : "above ", most);
   }
-  list.flush_interval_seconds = seconds;
+  (backup ? list.backup_interval_seconds : list.flush_interval_seconds) = seconds;
   return Status::Ok();
 }
 

@@ -46,11 +46,14 @@ struct MountOptionList {
   uint64_t dirty_bytes_limit = 128ull << 20;
   double flush_interval_seconds = 5.0;
   unsigned threads = 0;  // 0: libfuse's default
+  double backup_interval_seconds = 3600;  // 0: only at unmount
+  unsigned backups = 3;                   // metadata backups kept
 };
 
 // Adds the comma-separated options of one -o argument to `list`. EINVAL on
 // a bad value of one of frugalfs's options (cache_size=SIZE,
-// dirty_limit=SIZE, flush_interval=SECONDS, threads=N) or an empty option.
+// dirty_limit=SIZE, flush_interval=SECONDS, threads=N,
+// backup_interval=SECONDS, backups=N) or an empty option.
 Status add_mount_options(std::string_view text, MountOptionList& list);
 
 }  // namespace frugalfs::cli

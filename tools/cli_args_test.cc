@@ -73,9 +73,17 @@ TEST_CASE("mount options: frugalfs's own are taken out, the rest go to FUSE") {
   CHECK(list.dirty_bytes_limit == 1ull << 30);
   CHECK(list.flush_interval_seconds == 0.5);
   CHECK(list.threads == 4);
+  CHECK(list.backup_interval_seconds == 3600);
+  CHECK(list.backups == 3);
+  REQUIRE(add_mount_options("backup_interval=0,backups=7", list).ok());
+  CHECK(list.backup_interval_seconds == 0);
+  CHECK(list.backups == 7);
+  CHECK(list.fuse_options.size() == 2);
 
   for (const char* bad : {"cache_size", "cache_size=", "cache_size=lots", "threads=0",
-                          "threads=x", "flush_interval=-1", "flush_interval=abc", "ro,,rw"}) {
+                          "threads=x", "flush_interval=-1", "flush_interval=abc", "ro,,rw",
+                          "flush_interval=0", "backup_interval=-1", "backup_interval=1e9", "backups=0",
+                          "backups=", "backup_interval"}) {
     CAPTURE(bad);
     MountOptionList l;
     CHECK_FALSE(add_mount_options(bad, l).ok());

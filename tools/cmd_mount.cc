@@ -51,6 +51,9 @@ constexpr const char* kMountUsage =
     "  dirty_limit=SIZE        buffered writes of all files together (default 128M)\n"
     "  flush_interval=SECONDS  buffered data older than this is written out (default 5)\n"
     "  threads=N               FUSE worker threads (default 10)\n"
+    "  backup_interval=SECONDS metadata backup to the volumes this often (default\n"
+    "                          3600; 0: only at unmount); also at every unmount\n"
+    "  backups=N               metadata backups kept on the volumes (default 3)\n"
     "Other options (allow_other, ro, ...) go to FUSE; see mount.fuse3(8).\n";
 
 constexpr const char* kLogName = "frugalfs.log";
@@ -175,6 +178,8 @@ int serve(const MountRequest& request, ReadyReport& report) {
   fs_options.cache_bytes = request.options.cache_bytes;
   fs_options.dirty_bytes_limit = request.options.dirty_bytes_limit;
   fs_options.flush_interval_seconds = request.options.flush_interval_seconds;
+  fs_options.backup_interval_seconds = request.options.backup_interval_seconds;
+  fs_options.backups_kept = request.options.backups;
   fs_options.log = log_line;
   // The fs's background threads inherit a mask that blocks the stop signals,
   // so that those always reach the FUSE loop (see run_fuse).

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "frugalfs/backup.h"
+#include "util/little_endian.h"
 
 namespace frugalfs {
 
@@ -17,14 +18,17 @@ constexpr uint32_t kManifestVersion = 1;
 
 class Writer {
  public:
-  void u32(uint32_t v) { put(v, 4); }
-  void u64(uint64_t v) { put(v, 8); }
+  void u32(uint32_t v) { put(v); }
+  void u64(uint64_t v) { put(v); }
   void bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
   std::vector<uint8_t> take() { return std::move(out_); }
 
  private:
-  void put(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  template <typename T>
+  void put(T v) {
+    uint8_t b[sizeof(T)];
+    store_le(b, v);
+    out_.insert(out_.end(), b, b + sizeof(T));
   }
   std::vector<uint8_t> out_;
 };
@@ -32,8 +36,8 @@ class Writer {
 class Reader {
  public:
   explicit Reader(std::span<const uint8_t> in) : in_(in) {}
-  bool u32(uint32_t* v) { return get(v, 4); }
-  bool u64(uint64_t* v) { return get(v, 8); }
+  bool u32(uint32_t* v) { return get(v); }
+  bool u64(uint64_t* v) { return get(v); }
   bool bytes(std::span<uint8_t> out) {
     if (in_.size() - pos_ < out.size()) return false;
     std::memcpy(out.data(), in_.data() + pos_, out.size());
@@ -45,12 +49,10 @@ class Reader {
 
  private:
   template <typename T>
-  bool get(T* v, int n) {
-    if (in_.size() - pos_ < static_cast<size_t>(n)) return false;
-    uint64_t x = 0;
-    for (int i = n - 1; i >= 0; --i) x = (x << 8) | in_[pos_ + static_cast<size_t>(i)];
-    *v = static_cast<T>(x);
-    pos_ += static_cast<size_t>(n);
+  bool get(T* v) {
+    if (in_.size() - pos_ < sizeof(T)) return false;
+    *v = load_le<T>(in_.data() + pos_);
+    pos_ += sizeof(T);
     return true;
   }
   std::span<const uint8_t> in_;

@@ -12,6 +12,7 @@
 
 #include "frugalfs/backup.h"
 #include "frugalfs/hash.h"
+#include "util/little_endian.h"
 
 namespace frugalfs {
 
@@ -23,22 +24,14 @@ constexpr uint32_t kBlobVersion = 1;
 // pack-id mark u64.
 constexpr size_t kBlobHeaderSize = 48;
 
-void put_le32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+void append_le32(std::string& out, uint32_t v) {
+  uint8_t b[4];
+  store_le(b, v);
+  out.append(reinterpret_cast<const char*>(b), sizeof(b));
 }
-void put_le64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t get_le32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t get_le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+void put_le64(uint8_t* p, uint64_t v) { store_le(p, v); }
+uint32_t get_le32(const uint8_t* p) { return load_le<uint32_t>(p); }
+uint64_t get_le64(const uint8_t* p) { return load_le<uint64_t>(p); }
 
 // A fresh backup id: the current time, and later than any id handed out
 // before in this process (two backups in one microsecond stay distinct).
@@ -62,9 +55,9 @@ int64_t now_ns() {
 }  // namespace
 
 void BackupEncoder::add(std::string_view key, std::string_view value) {
-  put_le32(raw_, static_cast<uint32_t>(key.size()));
+  append_le32(raw_, static_cast<uint32_t>(key.size()));
   raw_.append(key);
-  put_le32(raw_, static_cast<uint32_t>(value.size()));
+  append_le32(raw_, static_cast<uint32_t>(value.size()));
   raw_.append(value);
   ++entries_;
 }

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "chunk/chunk_cache.h"
+#include "util/little_endian.h"
 
 namespace frugalfs {
 
@@ -32,22 +33,10 @@ int64_t now_ns() {
       .count();
 }
 
-void put_le32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void put_le64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t get_le32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t get_le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+void put_le32(uint8_t* p, uint32_t v) { store_le(p, v); }
+void put_le64(uint8_t* p, uint64_t v) { store_le(p, v); }
+uint32_t get_le32(const uint8_t* p) { return load_le<uint32_t>(p); }
+uint64_t get_le64(const uint8_t* p) { return load_le<uint64_t>(p); }
 
 // Bytes a chunk occupies in its pack: its entry header and stored bytes.
 uint64_t footprint(uint32_t stored_len) { return kPackEntryHeaderSize + uint64_t{stored_len}; }

@@ -111,6 +111,7 @@ struct Fx {
     o.cache_bytes = 4 << 20;
     o.dirty_bytes_limit = dirty_limit;
     o.flush_interval_seconds = 3600;
+    o.backup_interval_seconds = backup_interval;
     o.log = [l = log](std::string_view line) {
       std::lock_guard lock(l->mu);
       l->lines.emplace_back(line);
@@ -118,6 +119,7 @@ struct Fx {
     return o;
   }
   Result<std::unique_ptr<FileSystem>> try_open() { return FileSystem::open(meta, options()); }
+  double backup_interval = 3600;
   void open() {
     auto f = try_open();
     REQUIRE_MESSAGE(f.ok(), f.status().ToString());
@@ -1762,4 +1764,40 @@ TEST_CASE("'..' names the parent directory, and follows a directory that moves")
   // A directory cannot move below itself.
   CHECK(fx.fs->rename(kRoot, "b", sub, "b", 0).code() == EINVAL);
   CHECK(fx.fs->rename(kRoot, "b", b, "self", 0).code() == EINVAL);
+}
+
+TEST_CASE("metadata backups: one soon after the first mount, one per interval, one at shutdown") {
+  Fx fx(4 << 20, /*open_now=*/false);
+  fx.backup_interval = 0.3;
+  auto backups = [&] {
+    auto m = MetaStore::open(fx.meta);
+    REQUIRE(m.ok());
+    std::vector<uint64_t> ids;
+    REQUIRE((*m)->list_backups([&](const PackRecord& b) {
+                  ids.push_back(b.layout.pack_id);
+                  return true;
+                }).ok());
+    return ids;
+  };
+  CHECK(backups().empty());  // mkfs writes none
+  fx.open();
+  fx.put_file(kRoot, "a", text_bytes(100000, 1));
+  // The flusher wakes every 0.5 s: within a few seconds, several backups.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  fx.close();
+  auto ids = backups();
+  CHECK(ids.size() == 3);  // the newest three are kept
+  // Shutdown wrote the last one: it holds the file (and is newer than the rest).
+  CHECK(std::is_sorted(ids.begin(), ids.end()));
+  check_invariants(fx.meta, fx.vols);
+
+  // With backups only at unmount, a mount writes exactly one.
+  fx.backup_interval = 0;
+  fx.open();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  fx.close();
+  auto after = backups();
+  REQUIRE(after.size() == 3);
+  CHECK(after[2] > ids[2]);
+  CHECK(after[1] == ids[2]);
 }
