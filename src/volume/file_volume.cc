@@ -26,19 +26,23 @@ constexpr std::string_view kObjectsDir = "objects";
 constexpr std::string_view kTempPrefix = "~tmp-";
 constexpr int kFanoutDirs = 256;
 
-int open_noeintr(const char* path, int flags, mode_t mode = 0) {
+int open_noeintr(FileIo& io, const char* path, int flags, mode_t mode = 0) {
   int fd;
   do {
-    fd = ::open(path, flags, mode);
+    fd = io.open(path, flags, mode);
   } while (fd < 0 && errno == EINTR);
   return fd;
 }
 
+int open_noeintr(const char* path, int flags, mode_t mode = 0) {
+  return open_noeintr(FileIo::system(), path, flags, mode);
+}
+
 // Returns 0 or an errno value.
-int write_all(int fd, std::span<const uint8_t> data) {
+int write_all(FileIo& io, int fd, std::span<const uint8_t> data) {
   size_t done = 0;
   while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    ssize_t n = io.write(fd, data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno;
@@ -49,15 +53,6 @@ int write_all(int fd, std::span<const uint8_t> data) {
   return 0;
 }
 
-// fsyncs a directory so that entries created, renamed or removed in it
-// survive a power loss. Returns 0 or an errno value.
-int fsync_dir(const std::string& dir) {
-  int fd = open_noeintr(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int err = ::fsync(fd) == 0 ? 0 : errno;
-  ::close(fd);
-  return err;
-}
 
 uint64_t initial_temp_counter() {
   std::random_device rd;
@@ -80,8 +75,29 @@ struct DirCloser {
 
 }  // namespace
 
-FileVolume::FileVolume(std::string root, std::string uri)
-    : root_(std::move(root)), uri_(std::move(uri)) {}
+int FileIo::open(const char* path, int flags, mode_t mode) { return ::open(path, flags, mode); }
+ssize_t FileIo::write(int fd, const void* data, size_t size) { return ::write(fd, data, size); }
+int FileIo::fsync(int fd) { return ::fsync(fd); }
+int FileIo::close(int fd) { return ::close(fd); }
+int FileIo::rename(const char* from, const char* to) { return ::rename(from, to); }
+int FileIo::unlink(const char* path) { return ::unlink(path); }
+int FileIo::mkdir(const char* path, mode_t mode) { return ::mkdir(path, mode); }
+
+FileIo& FileIo::system() {
+  static FileIo io;
+  return io;
+}
+
+FileVolume::FileVolume(std::string root, std::string uri, FileIo& io)
+    : root_(std::move(root)), uri_(std::move(uri)), io_(io) {}
+
+int FileVolume::fsync_dir(const std::string& dir) {
+  int fd = open_noeintr(io_, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int err = io_.fsync(fd) == 0 ? 0 : errno;
+  io_.close(fd);
+  return err;
+}
 
 std::string FileVolume::fanout_of(std::string_view name) {
   uint64_t h = xxh3_64({reinterpret_cast<const uint8_t*>(name.data()), name.size()});
@@ -109,14 +125,14 @@ Status FileVolume::make_object_dir(std::string_view name) {
   // Both parents are fsynced even when another thread won the mkdir race:
   // this put must not return before the directory it wrote into is durable.
   std::string objects = objects_dir();
-  if (::mkdir(objects.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (io_.mkdir(objects.c_str(), 0755) != 0 && errno != EEXIST) {
     return Errorf(errno, "{}: put {}: create directory {}", uri_, name, objects);
   }
   if (int err = fsync_dir(root_); err != 0) {
     return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, root_);
   }
   std::string dir = object_dir(name);
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (io_.mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Errorf(errno, "{}: put {}: create directory {}", uri_, name, dir);
   }
   if (int err = fsync_dir(objects); err != 0) {
@@ -134,7 +150,7 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
   bool made_dir = false;
   for (int collisions = 0; fd < 0;) {
     tmp = fmt::format("{}/{}", dir, temp_name(name));
-    fd = open_noeintr(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = open_noeintr(io_, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) break;
     int err = errno;
     if (err == ENOENT && !made_dir) {
@@ -148,17 +164,17 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
   }
 
   auto fail = [&](int err, std::string_view what) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
+    if (fd >= 0) io_.close(fd);
+    io_.unlink(tmp.c_str());
     return Errorf(err, "{}: put {}: {}", uri_, name, what);
   };
-  if (int err = write_all(fd, data); err != 0) return fail(err, "write");
-  if (::fsync(fd) != 0) return fail(errno, "fsync");
-  int close_rc = ::close(fd);
+  if (int err = write_all(io_, fd, data); err != 0) return fail(err, "write");
+  if (io_.fsync(fd) != 0) return fail(errno, "fsync");
+  int close_rc = io_.close(fd);
   fd = -1;
   if (close_rc != 0 && errno != EINTR) return fail(errno, "close");
   const std::string path = fmt::format("{}/{}", dir, name);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail(errno, "rename into place");
+  if (io_.rename(tmp.c_str(), path.c_str()) != 0) return fail(errno, "rename into place");
   // The object is in place; without this fsync the rename could be lost.
   if (int err = fsync_dir(dir); err != 0) {
     return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, dir);
@@ -202,7 +218,7 @@ Status FileVolume::remove(std::string_view name) {
     return Errorf(EINVAL, "{}: remove: invalid object name '{}'", uri_, name);
   const std::string dir = object_dir(name);
   const std::string path = fmt::format("{}/{}", dir, name);
-  if (::unlink(path.c_str()) != 0) {
+  if (io_.unlink(path.c_str()) != 0) {
     int err = errno;
     if (err == ENOENT) return Errorf(ENOENT, "{}: remove {}: no such object", uri_, name);
     return Errorf(err, "{}: remove {}", uri_, name);

@@ -6,6 +6,8 @@
 // files), and no mutable state other than an atomic temp-name counter.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -15,10 +17,29 @@
 
 namespace frugalfs {
 
+// The system calls by which a FileVolume changes what is on disk, so that a
+// test can follow which changes are durable and which a power loss would
+// drop (volume_test.cc). Each returns what the system call returns, with
+// errno set. Thread-safe.
+class FileIo {
+ public:
+  virtual ~FileIo() = default;
+  virtual int open(const char* path, int flags, mode_t mode);
+  virtual ssize_t write(int fd, const void* data, size_t size);
+  virtual int fsync(int fd);
+  virtual int close(int fd);
+  virtual int rename(const char* from, const char* to);
+  virtual int unlink(const char* path);
+  virtual int mkdir(const char* path, mode_t mode);
+  // The real system calls.
+  static FileIo& system();
+};
+
 class FileVolume : public Volume {
  public:
   // root is an absolute path to an existing directory; uri its canonical URI.
-  FileVolume(std::string root, std::string uri);
+  // io must outlive the volume.
+  FileVolume(std::string root, std::string uri, FileIo& io = FileIo::system());
 
   std::string uri() const override { return uri_; }
   Status put(std::string_view name, std::span<const uint8_t> data) override;
@@ -52,8 +73,13 @@ class FileVolume : public Volume {
   // entries may have changed.
   Status make_object_dir(std::string_view name);
 
+  // fsyncs a directory so that entries created, renamed or removed in it
+  // survive a power loss. Returns 0 or an errno value.
+  int fsync_dir(const std::string& dir);
+
   const std::string root_;
   const std::string uri_;
+  FileIo& io_;
 };
 
 }  // namespace frugalfs

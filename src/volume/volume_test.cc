@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -454,4 +456,144 @@ TEST_CASE("MemoryVolume: list callbacks may call back into the volume") {
   Status s = v.list("o", [&](const ObjectInfo& info) { CHECK(v.remove(info.name).ok()); });
   CHECK(s.ok());
   CHECK(v.TEST_object_count() == 0);
+}
+
+namespace {
+
+// A FileIo that does the real system calls and keeps a model of what a power
+// loss would keep, the way a journaling filesystem may behave at worst: a
+// file's data is durable only once the file is fsynced after its last write,
+// and a change to a directory's entries (create, rename, unlink, mkdir) only
+// once that directory is fsynced. `drop_*` turn off one kind of fsync (the
+// call succeeds but makes nothing durable), to show the model catches it.
+class PowerLossModel : public FileIo {
+ public:
+  explicit PowerLossModel(std::string root) : root_(std::move(root)) {}
+
+  bool drop_file_fsync = false;
+  bool drop_dir_fsync = false;
+
+  int open(const char* path, int flags, mode_t mode) override {
+    int fd = FileIo::open(path, flags, mode);
+    if (fd < 0) return fd;
+    std::lock_guard lock(mu_);
+    fds_[fd] = path;
+    if (flags & O_CREAT) {
+      unsynced_entries_.insert(path);
+      unsynced_data_.insert(path);
+    }
+    return fd;
+  }
+  ssize_t write(int fd, const void* data, size_t size) override {
+    std::lock_guard lock(mu_);
+    unsynced_data_.insert(fds_.at(fd));
+    return FileIo::write(fd, data, size);
+  }
+  int fsync(int fd) override {
+    int rc = FileIo::fsync(fd);
+    std::lock_guard lock(mu_);
+    const std::string path = fds_.at(fd);
+    const bool dir = fs::is_directory(path);
+    if (rc == 0 && !(dir ? drop_dir_fsync : drop_file_fsync)) {
+      if (dir) {
+        // Every entry change directly in this directory is now durable.
+        for (auto it = unsynced_entries_.begin(); it != unsynced_entries_.end();) {
+          it = fs::path(*it).parent_path() == fs::path(path) ? unsynced_entries_.erase(it) : std::next(it);
+        }
+      } else {
+        unsynced_data_.erase(path);
+      }
+    }
+    return rc;
+  }
+  int close(int fd) override {
+    std::lock_guard lock(mu_);
+    fds_.erase(fd);
+    return FileIo::close(fd);
+  }
+  int rename(const char* from, const char* to) override {
+    int rc = FileIo::rename(from, to);
+    if (rc != 0) return rc;
+    std::lock_guard lock(mu_);
+    unsynced_entries_.insert(from);
+    unsynced_entries_.insert(to);
+    // The file keeps its (un)synced data under the new name.
+    if (unsynced_data_.erase(from)) unsynced_data_.insert(to);
+    else unsynced_data_.erase(to);
+    return rc;
+  }
+  int unlink(const char* path) override {
+    int rc = FileIo::unlink(path);
+    if (rc != 0) return rc;
+    std::lock_guard lock(mu_);
+    unsynced_entries_.insert(path);
+    unsynced_data_.erase(path);
+    return rc;
+  }
+  int mkdir(const char* path, mode_t mode) override {
+    int rc = FileIo::mkdir(path, mode);
+    if (rc != 0) return rc;
+    std::lock_guard lock(mu_);
+    unsynced_entries_.insert(path);
+    return rc;
+  }
+
+  // Would the file at path, with its data, survive a power loss now? Every
+  // directory entry on the way from the root must be durable, and the data.
+  bool survives(const std::string& path) {
+    std::lock_guard lock(mu_);
+    if (unsynced_data_.count(path)) return false;
+    for (fs::path p = path; p.string().size() > root_.size(); p = p.parent_path()) {
+      if (unsynced_entries_.count(p.string())) return false;
+    }
+    return true;
+  }
+  // Would the removal of path survive a power loss now?
+  bool removal_survives(const std::string& path) {
+    std::lock_guard lock(mu_);
+    return unsynced_entries_.count(path) == 0;
+  }
+
+ private:
+  const std::string root_;
+  std::mutex mu_;
+  std::map<int, std::string> fds_;
+  std::set<std::string> unsynced_entries_;  // paths whose entry in their parent may be lost
+  std::set<std::string> unsynced_data_;     // files whose data may be lost
+};
+
+}  // namespace
+
+TEST_CASE("file volume: an object is durable when put returns, a removal when remove returns") {
+  TempDir dir{"frugalfs-vol"};
+  PowerLossModel io(dir.path());
+  FileVolume volume(dir.path(), "file://" + dir.path(), io);
+  // The first put creates objects/ and a fan-out directory; later ones reuse
+  // them, or add fan-out directories.
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) names.push_back(fmt::format("frag-{:016x}-{}", 1000 + i, i % 4));
+  for (const std::string& name : names) {
+    REQUIRE(volume.put(name, bytes_of("payload of " + name)).ok());
+    const std::string path = volume.TEST_object_dir(name) + "/" + name;
+    CHECK_MESSAGE(io.survives(path), path);
+  }
+  // Replacing an object keeps it durable, with the new bytes.
+  REQUIRE(volume.put(names[0], bytes_of("new payload")).ok());
+  CHECK(io.survives(volume.TEST_object_dir(names[0]) + "/" + names[0]));
+  for (size_t i = 0; i < names.size(); i += 3) {
+    REQUIRE(volume.remove(names[i]).ok());
+    CHECK(io.removal_survives(volume.TEST_object_dir(names[i]) + "/" + names[i]));
+  }
+}
+
+TEST_CASE("file volume: the power-loss model catches a missing fsync") {
+  for (bool drop_dir : {false, true}) {
+    CAPTURE(drop_dir);
+    TempDir dir{"frugalfs-vol"};
+    PowerLossModel io(dir.path());
+    (drop_dir ? io.drop_dir_fsync : io.drop_file_fsync) = true;
+    FileVolume volume(dir.path(), "file://" + dir.path(), io);
+    REQUIRE(volume.put("frag-0000000000000001-0", bytes_of("x")).ok());
+    CHECK_FALSE(io.survives(volume.TEST_object_dir("frag-0000000000000001-0") + "/frag-0000000000000001-0"));
+  }
 }
