@@ -171,6 +171,10 @@ class MetaStore : public MetaReader {
   // pack ids are reserved durably in ranges before they are handed out, so a
   // pack id is never reused after a crash even if its pack never committed.
   uint64_t allocate_inode();
+  // Makes every inode number up to `ino` unavailable to allocate_inode
+  // (persisted by the next commit): after a restore, numbers that later
+  // writes named must not be handed out again.
+  void reserve_inodes_through(uint64_t ino);
   uint64_t allocate_cookie();
   Result<uint64_t> allocate_pack_id();
 

@@ -339,6 +339,11 @@ Status Recovery::adopt(MetaStore& meta) {
   FRUGAL_ASSIGN_OR_RETURN(PackStore * store, store_for(static_cast<int>(sb.data_fragments),
                                                        static_cast<int>(sb.parity_fragments), sb.block_size));
   ChunkStore chunks(meta, *store, ChunkStoreOptions{});
+  // Inodes created after the backup are named in manifests by numbers the
+  // backup's counter had not reached: the ones recovery creates must differ.
+  for (const FlushManifest& manifest : manifests) {
+    for (const FlushManifest::File& file : manifest.files) meta.reserve_inodes_through(file.ino);
+  }
   for (const FlushManifest& manifest : manifests) {
     ++report.manifests_replayed;
     for (const FlushManifest::File& file : manifest.files) FRUGAL_TRY(replay(meta, chunks, file));

@@ -337,6 +337,12 @@ const Superblock& MetaStore::superblock() const { return state_->sb; }
 
 uint64_t MetaStore::allocate_inode() { return state_->next_inode.fetch_add(1); }
 
+void MetaStore::reserve_inodes_through(uint64_t ino) {
+  uint64_t next = state_->next_inode.load();
+  while (next <= ino && !state_->next_inode.compare_exchange_weak(next, ino + 1)) {
+  }
+}
+
 uint64_t MetaStore::allocate_cookie() { return state_->next_cookie.fetch_add(1); }
 
 namespace {
