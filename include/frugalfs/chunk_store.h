@@ -65,6 +65,9 @@ class ChunkStore {
     ~PackWriter();
     // Returns the chunk's id. May block writing a full pack.
     Result<Sha256> add(std::span<const uint8_t> data);
+    // add() for several chunks, in order: hashing and compressing run on
+    // every core. The spans need only live until it returns.
+    Result<std::vector<Sha256>> add_all(const std::vector<std::span<const uint8_t>>& chunks);
     // Writes the last, partly filled pack. A non-empty manifest (bytes the
     // caller defines, describing what this writer's chunks were written for;
     // see FlushManifest) is stored as the last entry of that pack, in a pack

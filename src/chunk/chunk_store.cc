@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <future>
@@ -13,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "chunk/chunk_cache.h"
@@ -37,6 +39,26 @@ void put_le32(uint8_t* p, uint32_t v) { store_le(p, v); }
 void put_le64(uint8_t* p, uint64_t v) { store_le(p, v); }
 uint32_t get_le32(const uint8_t* p) { return load_le<uint32_t>(p); }
 uint64_t get_le64(const uint8_t* p) { return load_le<uint64_t>(p); }
+
+// Runs fn(0) .. fn(n - 1) on up to one thread per core (this one included);
+// returns when all are done. fn must not throw.
+void parallel_for(size_t n, const std::function<void(size_t)>& fn) {
+  static const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = std::min(cores, n);
+  if (threads <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  std::vector<std::thread> helpers;
+  helpers.reserve(threads - 1);
+  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (std::thread& h : helpers) h.join();
+}
 
 // Bytes a chunk occupies in its pack: its entry header and stored bytes.
 uint64_t footprint(uint32_t stored_len) { return kPackEntryHeaderSize + uint64_t{stored_len}; }
@@ -221,6 +243,9 @@ struct ChunkStore::PackWriter::State {
   bool finished = false;
 
   Status append(const PackEntry& entry, std::span<const uint8_t> stored_bytes);
+  Result<bool> is_new(const Sha256& id, size_t size);
+  Status append_chunk(const Sha256& id, std::span<const uint8_t> data, Codec codec,
+                      std::span<const uint8_t> compressed_bytes);
   Status seal();
   // Waits for the oldest pack write and records its chunks and layout.
   Status complete_oldest();
@@ -325,40 +350,78 @@ std::unique_ptr<ChunkStore::PackWriter> ChunkStore::new_writer() {
   return std::unique_ptr<PackWriter>(new PackWriter(std::make_unique<PackWriter::State>(*state_)));
 }
 
-Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
-  State& s = *state_;
-  if (s.finished) return Errorf(EINVAL, "PackWriter::add after finish");
-  Sha256 id = sha256(data);
+// True when chunk `id` must be stored: neither added to this writer before
+// nor committed (a committed record, even one marked garbage, means the bytes
+// are stored already: the collector does not run while a writer is open).
+// Remembers the answer, so a repeat within the writer is deduplicated.
+Result<bool> ChunkStore::PackWriter::State::is_new(const Sha256& id, size_t size) {
   std::string key(reinterpret_cast<const char*>(id.data()), id.size());
-  if (s.seen.count(key)) {
-    s.deduplicated += data.size();
-    return id;
+  if (seen.count(key)) {
+    deduplicated += size;
+    return false;
   }
-  // A committed record (even one marked garbage: the collector does not run
-  // while a writer is open) means the bytes are stored already.
-  auto existing = s.store.meta.get_chunk(id);
+  auto existing = store.meta.get_chunk(id);
   if (existing.ok()) {
-    auto pack = s.store.meta.get_pack(existing->pack_id);
+    auto pack = store.meta.get_pack(existing->pack_id);
     if (!pack.ok() && pack.status().code() != ENOENT) return pack.status();
     existing = pack.ok() ? existing : Result<ChunkRecord>(Errorf(ENOENT, "pack deleted"));
   }
   if (existing.ok()) {
-    s.seen.emplace(key, false);
-    s.deduplicated += data.size();
-    return id;
+    seen.emplace(key, false);
+    deduplicated += size;
+    return false;
   }
   if (existing.status().code() != ENOENT) return existing.status();
+  seen.emplace(key, true);
+  return true;
+}
 
+Status ChunkStore::PackWriter::State::append_chunk(const Sha256& id, std::span<const uint8_t> data,
+                                                   Codec codec, std::span<const uint8_t> compressed_bytes) {
   PackEntry entry;
   entry.id = id;
   entry.raw_len = static_cast<uint32_t>(data.size());
-  entry.codec = compress_chunk(data, s.store.options.compress_level, s.compressed);
-  std::span<const uint8_t> stored = entry.codec == Codec::kRaw ? data : std::span(s.compressed);
+  entry.codec = codec;
+  std::span<const uint8_t> stored = codec == Codec::kRaw ? data : compressed_bytes;
   entry.stored_len = static_cast<uint32_t>(stored.size());
   entry.checksum = xxh3_64(stored);
-  FRUGAL_TRY(s.append(entry, stored));
-  s.seen.emplace(key, true);
+  return append(entry, stored);
+}
+
+Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
+  State& s = *state_;
+  if (s.finished) return Errorf(EINVAL, "PackWriter::add after finish");
+  Sha256 id = sha256(data);
+  FRUGAL_ASSIGN_OR_RETURN(bool fresh, s.is_new(id, data.size()));
+  if (!fresh) return id;
+  Codec codec = compress_chunk(data, s.store.options.compress_level, s.compressed);
+  FRUGAL_TRY(s.append_chunk(id, data, codec, s.compressed));
   return id;
+}
+
+Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
+    const std::vector<std::span<const uint8_t>>& chunks) {
+  State& s = *state_;
+  if (s.finished) return Errorf(EINVAL, "PackWriter::add_all after finish");
+  // 1. Hash every chunk (in parallel), 2. decide which are new (in order:
+  // dedup within the writer depends on it), 3. compress the new ones (in
+  // parallel), 4. append them to packs in order.
+  std::vector<Sha256> ids(chunks.size());
+  parallel_for(chunks.size(), [&](size_t i) { ids[i] = sha256(chunks[i]); });
+  std::vector<size_t> fresh;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    FRUGAL_ASSIGN_OR_RETURN(bool is_new, s.is_new(ids[i], chunks[i].size()));
+    if (is_new) fresh.push_back(i);
+  }
+  std::vector<std::vector<uint8_t>> compressed(fresh.size());
+  std::vector<Codec> codecs(fresh.size());
+  parallel_for(fresh.size(), [&](size_t j) {
+    codecs[j] = compress_chunk(chunks[fresh[j]], s.store.options.compress_level, compressed[j]);
+  });
+  for (size_t j = 0; j < fresh.size(); ++j) {
+    FRUGAL_TRY(s.append_chunk(ids[fresh[j]], chunks[fresh[j]], codecs[j], compressed[j]));
+  }
+  return ids;
 }
 
 Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {

@@ -823,3 +823,41 @@ TEST_CASE("a writer's manifest is the last entry of its last pack, and is not a 
   CHECK(env.pack_records().size() == 2);
   CHECK(env.chunk_count() == 1);
 }
+
+TEST_CASE("add_all stores the same chunks as add, in order, deduplicating repeats") {
+  Env env(256 << 10);
+  std::mt19937_64 rng(22);
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < 40; ++i) data.push_back(i % 3 == 0 ? text_bytes(20000 + i, i) : random_bytes(rng, 15000 + i));
+  data.push_back(data[5]);  // a repeat within the batch
+  const Sha256 committed = env.commit({data[7]})[0];
+  std::vector<std::span<const uint8_t>> spans(data.begin(), data.end());
+  auto writer = env.store->new_writer();
+  auto ids = writer->add_all(spans);
+  REQUIRE_MESSAGE(ids.ok(), ids.status().ToString());
+  REQUIRE(ids->size() == data.size());
+  for (size_t i = 0; i < data.size(); ++i) CHECK((*ids)[i] == sha256(data[i]));
+  CHECK((*ids)[7] == committed);
+  CHECK(writer->deduplicated_bytes() == data[5].size() + data[7].size());
+  REQUIRE(writer->finish().ok());
+  {
+    auto txn = env.meta->begin();
+    REQUIRE(writer->stage(*txn).ok());
+    for (const Sha256& id : *ids) REQUIRE(env.store->add_ref(*txn, id).ok());
+    REQUIRE(writer->mark_unreferenced(*txn).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  CHECK(env.chunk_count() == 40);  // 41 pieces, one repeat; the committed one counted once
+  auto cold = env.cold_store();
+  for (size_t i = 0; i < data.size(); ++i) check_read(*cold, (*ids)[i], data[i]);
+  // Packs were filled in order: chunk offsets increase with pack id.
+  std::pair<uint64_t, uint64_t> prev{0, 0};
+  for (size_t i = 0; i < 40; ++i) {
+    if (i == 7) continue;
+    auto c = env.meta->get_chunk((*ids)[i]);
+    REQUIRE(c.ok());
+    std::pair<uint64_t, uint64_t> at{c->pack_id, c->offset};
+    CHECK(at > prev);
+    prev = at;
+  }
+}

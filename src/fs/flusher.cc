@@ -109,15 +109,22 @@ Status FileSystem::State::flush_locked(
       FRUGAL_TRY(fill(plan, pos + have, bytes.subspan(have)));
       const bool last = pos + size == region.end;
       size_t off = 0;
+      std::vector<std::span<const uint8_t>> pieces;
+      std::vector<uint64_t> offsets;
       while (off < size) {
         Cut cut = cdc->cut(bytes.subspan(off));
         if (!cut.natural && !last) break;
         auto piece = bytes.subspan(off, cut.length);
         if (!all_zero(piece)) {  // zero chunks are holes
-          FRUGAL_ASSIGN_OR_RETURN(Sha256 id, writer->add(piece));
-          plan.extents.push_back(Extent{pos + off, static_cast<uint32_t>(cut.length), id, 0});
+          pieces.push_back(piece);
+          offsets.push_back(pos + off);
         }
         off += cut.length;
+      }
+      // The window's chunks are hashed and compressed together, on every core.
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<Sha256> ids, writer->add_all(pieces));
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        plan.extents.push_back(Extent{offsets[i], static_cast<uint32_t>(pieces[i].size()), ids[i], 0});
       }
       have = size - off;
       std::memmove(window.data(), window.data() + off, have);
