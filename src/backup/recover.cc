@@ -90,6 +90,8 @@ int64_t now_ns() {
 }
 
 struct Recovery {
+  explicit Recovery(const RecoverOptions& o) : options(o) {}
+
   const RecoverOptions& options;
   RecoverReport report;
   VolumeSet volumes;
@@ -465,7 +467,7 @@ Result<RecoverReport> recover_metadata(const RecoverOptions& options) {
   if (fs::exists(fs::path(options.meta_dir) / "CURRENT", ec)) {
     return Errorf(EEXIST, "{} already holds a metadata database; recover writes a new one", options.meta_dir);
   }
-  Recovery r{options, {}, {}, {}, {}, {}, {}};
+  Recovery r(options);
   FRUGAL_TRY(r.open_volumes());
   FRUGAL_TRY(r.scan_fragments());
   FRUGAL_ASSIGN_OR_RETURN(auto pairs, r.newest_backup());
