@@ -10,10 +10,18 @@
 #   - a clean unmount must leave fsck clean again.
 # Every seed is printed; a failing seed N reproduces with SEEDS 1, FIRST_SEED N.
 #
-#   bash crash_harness.sh FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED
-[ $# -eq 4 ] || { echo "usage: $0 FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED" >&2; exit 2; }
+# The power-loss variant (with SHIM and APPLY): the daemon runs with
+# power_loss_shim preloaded, watching one volume (seed mod 4); after the kill,
+# power_loss_apply also undoes on that volume every directory change and
+# data write that was not fsynced, as a power loss of that server could.
+#
+#   bash crash_harness.sh FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED [SHIM APPLY]
+[ $# -eq 4 ] || [ $# -eq 6 ] ||
+  { echo "usage: $0 FRUGALFS CRASH_WORKLOAD SEEDS FIRST_SEED [SHIM APPLY]" >&2; exit 2; }
 SEEDS=$3
 FIRST_SEED=$4
+SHIM=${5:+$(realpath "$5")}
+APPLY=${6:+$(realpath "$6")}
 source "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh" "$1" "$2"
 WORKLOAD=$IO_TOOL
 WRITERS=${CRASH_WRITERS:-3}
@@ -39,9 +47,15 @@ kill_daemon() {
 
 run_seed() {
   local seed=$1
-  rm -rf "$META" "${VOLS[@]}" "$WORK/go" "$WORK/workload.out"
+  rm -rf "$META" "${VOLS[@]}" "$WORK"/vol?.grave "$WORK/go" "$WORK/workload.out" "$WORK/power.log"
   make_fs
-  mount_fs
+  local lossy=
+  if [ -n "$SHIM" ]; then
+    lossy=${VOLS[$((seed % 4))]}
+    LD_PRELOAD=$SHIM FRUGALFS_POWER_LOSS_DIR=$lossy FRUGALFS_POWER_LOSS_LOG=$WORK/power.log mount_fs
+  else
+    mount_fs
+  fi
   # The kill comes 0.3 to 6 s into the workload.
   RANDOM=$seed
   local delay_ms=$((300 + RANDOM % 5700))
@@ -51,6 +65,11 @@ run_seed() {
   kill -0 "$workload_pid" 2>/dev/null ||
     fail "seed $seed: the workload stopped before the kill: $(cat "$WORK/workload.out")"
   kill_daemon
+  local power=
+  if [ -n "$lossy" ]; then
+    power=$("$APPLY" "$WORK/power.log") || fail "seed $seed: power_loss_apply failed: $power"
+    power="; $(basename "$lossy") $power"
+  fi
   # Nothing is in flight once the daemon is dead, so every unnamed fragment
   # is crash debris: --grace 0 --repair removes it, and may remove nothing
   # else (exit 1: errors corrected, all of them orphan fragments).
@@ -59,6 +78,12 @@ run_seed() {
   if [ $status -gt 1 ] || grep -v '^repaired: orphan-fragment' <<<"$out" | grep -q '^\(error\|repaired\):'; then
     echo "$out" >&2
     fail "seed $seed: fsck --repair after the crash exited $status"
+  fi
+  # A fragment that metadata names must have survived the power loss too
+  # (parity would hide its loss from the reads).
+  if [ -n "$lossy" ] && grep -q '^warning: degraded-pack' <<<"$out"; then
+    echo "$out" >&2
+    fail "seed $seed: the power loss of $(basename "$lossy") lost a fragment that metadata names"
   fi
   local repaired fsck_time
   repaired=$(grep -c '^repaired:' <<<"$out" || true)
@@ -73,7 +98,7 @@ run_seed() {
     fail "seed $seed: what survived the crash is wrong (workload exit $status)"
   fi
   unmount_fs
-  log "seed $seed: killed after ${delay_ms} ms; fsck $fsck_time, $repaired orphan fragments removed; $(grep -o 'stopped after [0-9]* operations ([0-9]* fsyncs)' "$WORK/workload.out"); $(grep -o 'checked .*' "$WORK/workload.out")"
+  log "seed $seed: killed after ${delay_ms} ms$power; fsck $fsck_time, $repaired orphan fragments removed; $(grep -o 'stopped after [0-9]* operations ([0-9]* fsyncs)' "$WORK/workload.out"); $(grep -o 'checked .*' "$WORK/workload.out")"
 }
 
 # First, without randomness: data written with O_SYNC, O_DSYNC, or followed
@@ -98,7 +123,7 @@ sync_writes() {
   unmount_fs
   log "O_SYNC, O_DSYNC and fsync writes survived an immediate kill"
 }
-sync_writes
+[ -n "$SHIM" ] || sync_writes
 
 for ((seed = FIRST_SEED; seed < FIRST_SEED + SEEDS; seed++)); do
   run_seed "$seed"
