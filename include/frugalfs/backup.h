@@ -136,7 +136,8 @@ struct RecoverReport {
   uint64_t packs_named = 0;        // data packs the backup names
   uint64_t packs_named_lost = 0;   // ... of which fewer than k fragments were found
   uint64_t packs_adopted = 0;      // data packs written after the backup
-  uint64_t chunks_adopted = 0;     // new chunks found in them
+  uint64_t chunks_adopted = 0;     // new chunks found in them (or copies of chunks whose pack is gone)
+  uint64_t chunks_lost = 0;        // referenced chunks whose pack is gone, with no copy found
   uint64_t packs_unreadable = 0;   // written after the backup, fewer than k fragments
   uint64_t manifests_replayed = 0; // flushes after the backup replayed
   uint64_t manifests_damaged = 0;

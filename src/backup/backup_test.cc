@@ -555,3 +555,81 @@ TEST_CASE("recover never gives a replayed new file a number that a later manifes
   CHECK((*meta)->get_inode(b->ino)->size == 4000);
   CHECK(extents_of(**meta, a->ino).at(0).chunk == sha256(c));
 }
+
+TEST_CASE("recover: a chunk whose pack the backup names no more is taken from a later copy") {
+  Env env;
+  std::mt19937_64 rng(7);
+  auto c = random_bytes(rng, 6000), d = random_bytes(rng, 5000);
+  auto ids = env.commit({c, d});
+  const uint64_t old_pack = env.meta->get_chunk(ids[0])->pack_id;
+  env.drop(ids[0]);
+  env.drop(ids[1]);
+  // The collector's race: the pack is retired while the chunk records, now
+  // unreferenced, are still there (the next sweep would delete them).
+  {
+    auto txn = env.meta->begin();
+    auto pack = txn->get_pack(old_pack);
+    REQUIRE(pack.ok());
+    txn->delete_pack(old_pack);
+    txn->put_retired(*pack);
+    REQUIRE(txn->commit().ok());
+  }
+  BackupResult backup = env.backup();  // names c and d in a pack it then removes
+  CHECK(backup.packs_removed == 1);
+  CHECK(env.fragments_of(old_pack).empty());
+  // c is written again after the backup, into a new file.
+  FlushManifest later;
+  later.files.push_back({50, S_IFREG | 0644, 0, 0, 6000, 1, {{0, 6000}}, {Extent{0, 6000, ids[0], 0}}});
+  flush(env, {c}, later);
+  env.meta.reset();
+
+  auto report = recover_metadata(env.recover_options(env.dir.sub("m")));
+  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
+  CHECK(report->files_found == 1);
+  CHECK(report->chunks_lost == 0);
+  CHECK(!std::filesystem::exists(env.dir.sub("m.recovering")));
+  auto meta = MetaStore::open(env.dir.sub("m"));
+  REQUIRE(meta.ok());
+  auto chunk = (*meta)->get_chunk(ids[0]);
+  REQUIRE(chunk.ok());
+  CHECK(chunk->pack_id != old_pack);
+  CHECK(chunk->refcount == 1);
+  auto pack = (*meta)->get_pack(chunk->pack_id);
+  REQUIRE(pack.ok());
+  CHECK(pack->live_bytes == kPackEntryHeaderSize + chunk->stored_len);
+  // d has no copy anywhere and nothing names it: its record is gone.
+  CHECK((*meta)->get_chunk(ids[1]).status().code() == ENOENT);
+  CHECK(!*(*meta)->is_garbage(ids[1]));
+  ChunkStore store(**meta, *env.packs, ChunkStoreOptions{});
+  CHECK(read_chunk(store, ids[0], c.size()) == c);
+}
+
+TEST_CASE("a backup is newer than every recorded one even if the clock went back") {
+  Env env;
+  const uint64_t future = kBackupIdBit | (uint64_t{1} << 62);
+  {
+    auto txn = env.meta->begin();
+    PackRecord fake;
+    fake.layout.pack_id = future;
+    txn->put_backup(fake);
+    REQUIRE(txn->commit().ok());
+  }
+  BackupResult b = env.backup();
+  CHECK(b.backup_id > future);
+  auto ids = backups_of(*env.meta);
+  REQUIRE(ids.size() == 2);
+  CHECK(ids.back().layout.pack_id == b.backup_id);
+}
+
+TEST_CASE("a backup blob with an impossible length is refused, not allocated") {
+  BackupEncoder enc;
+  enc.add("S", "x");
+  auto blob = enc.finish();
+  REQUIRE(blob.ok());
+  auto ignore = [](std::string_view, std::string_view) { return Status::Ok(); };
+  for (uint64_t len : {~uint64_t{0}, ~uint64_t{0} - 1, uint64_t{1} << 50}) {
+    auto bad = *blob;
+    for (int i = 0; i < 8; ++i) bad[24 + i] = static_cast<uint8_t>(len >> (8 * i));
+    CHECK(decode_backup(bad, ignore).code() == EINVAL);
+  }
+}

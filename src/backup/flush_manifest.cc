@@ -128,7 +128,8 @@ Result<FlushManifest> decode_flush_manifest(std::span<const uint8_t> bytes) {
       r.bytes(e.chunk);
       r.u32(&e.chunk_offset);
       while (region < f.regions.size() && f.regions[region].end <= e.file_offset) ++region;
-      if (e.length == 0 || e.file_offset < prev_end || region == f.regions.size() ||
+      if (e.length == 0 || e.file_offset > UINT64_MAX - e.length || e.file_offset < prev_end ||
+          region == f.regions.size() ||
           e.file_offset < f.regions[region].start || e.end() > f.regions[region].end) {
         return Errorf(EINVAL, "flush manifest: extent at {} of inode {} is outside its regions", e.file_offset,
                       f.ino);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <new>
 
 #include "frugalfs/backup.h"
 #include "frugalfs/hash.h"
@@ -23,6 +24,8 @@ constexpr uint32_t kBlobVersion = 1;
 // magic[8], version u32, reserved u32, entries u64, raw length u64, XXH3 u64,
 // pack-id mark u64.
 constexpr size_t kBlobHeaderSize = 48;
+// A decoded backup is held in memory whole; more than this is damage.
+constexpr uint64_t kMaxRawBytes = uint64_t{64} << 30;
 
 void append_le32(std::string& out, uint32_t v) {
   uint8_t b[4];
@@ -92,8 +95,16 @@ Status decode_backup(std::span<const uint8_t> blob,
   if (pack_id_mark) *pack_id_mark = get_le64(blob.data() + 40);
   const auto frame = blob.subspan(kBlobHeaderSize);
   const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
-  if (content != raw_len) return Errorf(EINVAL, "metadata backup: compressed frame does not match its header");
-  std::vector<uint8_t> raw(raw_len);
+  if (content == ZSTD_CONTENTSIZE_UNKNOWN || content == ZSTD_CONTENTSIZE_ERROR || content != raw_len) {
+    return Errorf(EINVAL, "metadata backup: compressed frame does not match its header");
+  }
+  if (raw_len > kMaxRawBytes) return Errorf(EINVAL, "metadata backup: {} raw bytes is implausible", raw_len);
+  std::vector<uint8_t> raw;
+  try {
+    raw.resize(raw_len);
+  } catch (const std::bad_alloc&) {
+    return Errorf(ENOMEM, "metadata backup: cannot allocate {} bytes to decode it", raw_len);
+  }
   const size_t n = ZSTD_decompress(raw.data(), raw.size(), frame.data(), frame.size());
   if (ZSTD_isError(n) || n != raw_len) {
     return Errorf(EINVAL, "metadata backup: corrupt compressed data{}",
@@ -141,17 +152,20 @@ Result<BackupResult> write_metadata_backup(MetaStore& meta, PackStore& packs, co
     return Status::Ok();
   }));
   FRUGAL_ASSIGN_OR_RETURN(std::vector<uint8_t> blob, encoder.finish(options.compress_level));
-  result.backup_id = next_backup_id();
-  result.entries = encoder.entries();
-  result.raw_bytes = encoder.raw_bytes();
-  result.stored_bytes = blob.size();
-
-  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, packs.write(result.backup_id, blob));
   std::vector<PackRecord> backups;
   FRUGAL_TRY(meta.list_backups([&](const PackRecord& b) {
     backups.push_back(b);  // oldest first: keys are in id order
     return true;
   }));
+  // Newer than every recorded backup even if the clock went back (pruning
+  // and recover take the highest id as the newest).
+  result.backup_id = next_backup_id();
+  if (!backups.empty()) result.backup_id = std::max(result.backup_id, backups.back().layout.pack_id + 1);
+  result.entries = encoder.entries();
+  result.raw_bytes = encoder.raw_bytes();
+  result.stored_bytes = blob.size();
+
+  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, packs.write(result.backup_id, blob));
   const size_t prune = backups.size() + 1 > options.keep ? backups.size() + 1 - options.keep : 0;
   {
     auto txn = meta.begin();

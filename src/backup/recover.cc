@@ -15,8 +15,10 @@
 //    it rewrote and the extents now holding them, so recent writes come back
 //    (files created after the backup go to /lost+found, named #<inode>).
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -116,6 +118,7 @@ struct Recovery {
   Result<std::vector<std::pair<std::string, std::string>>> newest_backup();
   Status adopt(MetaStore& meta);
   Status replay(MetaStore& meta, ChunkStore& chunks, const FlushManifest::File& file);
+  Status drop_dangling_chunks(MetaStore& meta, const std::set<uint64_t>& in_use);
   Result<uint64_t> lost_found_dir(MetaStore& meta, MetaStore::Txn& txn, int64_t now);
 };
 
@@ -248,8 +251,10 @@ Status Recovery::adopt(MetaStore& meta) {
   }
 
   std::set<uint64_t> named;  // data packs the backup names, in use or retired
+  std::set<uint64_t> in_use;  // packs with a P record: the backup's, then the ones taken in
   FRUGAL_TRY(meta.list_packs([&](const PackRecord& p) {
     named.insert(p.layout.pack_id);
+    in_use.insert(p.layout.pack_id);
     ++report.packs_named;
     auto found = packs.find(p.layout.pack_id);
     const size_t have = found == packs.end() ? 0 : found->second.volume_of.size();
@@ -307,6 +312,7 @@ Status Recovery::adopt(MetaStore& meta) {
     // Adopted as unreferenced: the collector deletes it after the mount,
     // unless a manifest replayed below (or a later write) names its chunks.
     auto txn = meta.begin();
+    uint64_t live = 0;
     for (const PackEntry& e : *entries) {
       if (e.kind == PackEntryKind::kManifest) {
         if (id < pack_id_mark) continue;  // written before the snapshot: the backup holds it
@@ -325,16 +331,33 @@ Status Recovery::adopt(MetaStore& meta) {
         continue;
       }
       auto existing = txn->get_chunk(e.id);
-      if (existing.ok()) continue;  // the backup has this chunk elsewhere
+      if (existing.ok() && in_use.count(existing->pack_id)) continue;  // the backup has it elsewhere
+      if (existing.ok()) {
+        // The backup's record names a pack that is gone (retired and removed
+        // after the snapshot, e.g. a chunk dropped while the collector ran):
+        // this copy takes its place.
+        ChunkRecord moved = *existing;
+        moved.pack_id = id;
+        moved.offset = e.offset;
+        moved.stored_len = e.stored_len;
+        moved.codec = e.codec;
+        moved.checksum = e.checksum;
+        txn->put_chunk(moved);
+        if (moved.refcount > 0) live += kPackEntryHeaderSize + uint64_t{e.stored_len};
+        ++report.chunks_adopted;
+        continue;
+      }
       if (existing.status().code() != ENOENT) return existing.status();
       txn->put_chunk(ChunkRecord{e.id, id, e.offset, e.stored_len, e.raw_len, e.codec, e.checksum, 0});
       txn->put_garbage(e.id);
       ++report.chunks_adopted;
     }
-    txn->put_pack(PackRecord{layout_of(found, members), found.first.pack_len, 0, now_ns()});
+    txn->put_pack(PackRecord{layout_of(found, members), found.first.pack_len, live, now_ns()});
     FRUGAL_TRY(txn->commit());
+    in_use.insert(id);
     ++report.packs_adopted;
   }
+  FRUGAL_TRY(drop_dangling_chunks(meta, in_use));
   FRUGAL_TRY(meta.reserve_pack_ids_through(max_pack_id));
 
   const Superblock& sb = meta.superblock();
@@ -351,6 +374,31 @@ Status Recovery::adopt(MetaStore& meta) {
     for (const FlushManifest::File& file : manifest.files) FRUGAL_TRY(replay(meta, chunks, file));
   }
   return meta.sync();
+}
+
+// Chunk records of the backup whose pack is gone and that no later pack
+// holds: unreferenced ones (with their garbage marks) are deleted, so that
+// the recovered database is consistent; referenced ones are data lost, and
+// reported (fsck lists the files).
+Status Recovery::drop_dangling_chunks(MetaStore& meta, const std::set<uint64_t>& in_use) {
+  std::vector<ChunkRecord> dangling;
+  FRUGAL_TRY(meta.list_chunks([&](const ChunkRecord& c) {
+    if (!in_use.count(c.pack_id)) dangling.push_back(c);
+    return true;
+  }));
+  auto txn = meta.begin();
+  for (const ChunkRecord& c : dangling) {
+    if (c.refcount > 0) {
+      ++report.chunks_lost;
+      log(fmt::format("chunk {}: its pack {:016x} is gone and no copy was found: files using it will read "
+                      "errors (fsck lists them)", to_hex(std::span(c.id).first(8)), c.pack_id));
+      continue;
+    }
+    txn->delete_chunk(c.id);
+    FRUGAL_ASSIGN_OR_RETURN(bool marked, txn->is_garbage(c.id));
+    if (marked) txn->delete_garbage(c.id);
+  }
+  return txn->commit();
 }
 
 Result<uint64_t> Recovery::lost_found_dir(MetaStore& meta, MetaStore::Txn& txn, int64_t now) {
@@ -409,11 +457,11 @@ Status Recovery::replay(MetaStore& meta, ChunkStore& chunks, const FlushManifest
   auto txn = meta.begin();
   for (const Extent& e : file.extents) {
     auto chunk = txn->get_chunk(e.chunk);
-    if (!chunk.ok()) {
-      if (chunk.status().code() != ENOENT) return chunk.status();
+    if (!chunk.ok() && chunk.status().code() != ENOENT) return chunk.status();
+    if (!chunk.ok() || uint64_t{e.chunk_offset} + e.length > chunk->raw_len) {
       ++report.writes_skipped;
-      log(fmt::format("inode {}: a write after the backup names a chunk that is not on the volumes; "
-                      "that flush of the file is not replayed", file.ino));
+      log(fmt::format("inode {}: a write after the backup names {} chunk; that flush of the file is not "
+                      "replayed", file.ino, chunk.ok() ? "bytes beyond the end of a" : "a missing"));
       return Status::Ok();
     }
   }
@@ -472,8 +520,15 @@ Result<RecoverReport> recover_metadata(const RecoverOptions& options) {
   FRUGAL_TRY(r.scan_fragments());
   FRUGAL_ASSIGN_OR_RETURN(auto pairs, r.newest_backup());
 
+  // Everything is built in a directory beside meta_dir and renamed into place
+  // once complete and synced: an interrupted recovery leaves nothing that
+  // mounts (or that fsck --repair would "clean" of the packs taken in).
+  fs::path target = fs::path(options.meta_dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();
+  const std::string building = target.string() + ".recovering";
+  fs::remove_all(building, ec);  // left by an interrupted run
   size_t next = 0;
-  FRUGAL_TRY(MetaStore::import(options.meta_dir, [&](std::string* key, std::string* value) -> Result<bool> {
+  FRUGAL_TRY(MetaStore::import(building, [&](std::string* key, std::string* value) -> Result<bool> {
     if (next == pairs.size()) return false;
     *key = std::move(pairs[next].first);
     *value = std::move(pairs[next].second);
@@ -481,13 +536,26 @@ Result<RecoverReport> recover_metadata(const RecoverOptions& options) {
     return true;
   }));
   pairs.clear();
-  auto meta = MetaStore::open(options.meta_dir);
-  if (!meta.ok()) return meta.status().WithContext(fmt::format("opening the restored database in {}", options.meta_dir));
-  Status adopted = r.adopt(**meta);
-  if (!adopted.ok()) {
-    meta->reset();
-    fs::remove_all(options.meta_dir, ec);  // an incomplete recovery must not be mounted
-    return adopted;
+  Status done = [&]() -> Status {
+    auto meta = MetaStore::open(building);
+    if (!meta.ok()) return meta.status().WithContext(fmt::format("opening the restored database in {}", building));
+    return r.adopt(**meta);  // ends with a sync; the store closes here
+  }();
+  if (done.ok()) {
+    fs::remove(target, ec);  // only succeeds on an empty directory, which may be replaced
+    fs::rename(building, target, ec);
+    if (ec) done = Errorf(ec.value(), "cannot move {} to {}: {}", building, target.string(), ec.message());
+  }
+  if (done.ok() && target.has_parent_path()) {
+    int fd = ::open(target.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (::fsync(fd) != 0) done = Errorf(errno, "fsync {}", target.parent_path().string());
+      ::close(fd);
+    }
+  }
+  if (!done.ok()) {
+    fs::remove_all(building, ec);
+    return done;
   }
   return r.report;
 }

@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -55,7 +56,11 @@ void parallel_for(size_t n, const std::function<void(size_t)>& fn) {
   };
   std::vector<std::thread> helpers;
   helpers.reserve(threads - 1);
-  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  try {
+    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  } catch (const std::system_error&) {
+    // No more threads: the ones started and this one do the work.
+  }
   work();
   for (std::thread& h : helpers) h.join();
 }
