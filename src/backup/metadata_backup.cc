@@ -32,9 +32,6 @@ void append_le32(std::string& out, uint32_t v) {
   store_le(b, v);
   out.append(reinterpret_cast<const char*>(b), sizeof(b));
 }
-void put_le64(uint8_t* p, uint64_t v) { store_le(p, v); }
-uint32_t get_le32(const uint8_t* p) { return load_le<uint32_t>(p); }
-uint64_t get_le64(const uint8_t* p) { return load_le<uint64_t>(p); }
 
 // A fresh backup id: the current time, and later than any id handed out
 // before in this process (two backups in one microsecond stay distinct).
@@ -68,12 +65,12 @@ void BackupEncoder::add(std::string_view key, std::string_view value) {
 Result<std::vector<uint8_t>> BackupEncoder::finish(int level) {
   std::vector<uint8_t> blob(kBlobHeaderSize + ZSTD_compressBound(raw_.size()));
   std::memcpy(blob.data(), kBlobMagic, sizeof(kBlobMagic));
-  put_le64(blob.data() + 8, kBlobVersion);  // version u32 + reserved u32 (zero)
-  put_le64(blob.data() + 16, entries_);
-  put_le64(blob.data() + 24, raw_.size());
+  store_le<uint64_t>(blob.data() + 8, kBlobVersion);  // version u32 + reserved u32 (zero)
+  store_le<uint64_t>(blob.data() + 16, entries_);
+  store_le<uint64_t>(blob.data() + 24, raw_.size());
   const auto raw = std::span(reinterpret_cast<const uint8_t*>(raw_.data()), raw_.size());
-  put_le64(blob.data() + 32, xxh3_64(raw));
-  put_le64(blob.data() + 40, pack_id_mark_);
+  store_le<uint64_t>(blob.data() + 32, xxh3_64(raw));
+  store_le<uint64_t>(blob.data() + 40, pack_id_mark_);
   const size_t n = ZSTD_compress(blob.data() + kBlobHeaderSize, blob.size() - kBlobHeaderSize,
                                  raw_.data(), raw_.size(), level);
   if (ZSTD_isError(n)) return Errorf(EIO, "compressing the metadata backup: {}", ZSTD_getErrorName(n));
@@ -87,12 +84,12 @@ Status decode_backup(std::span<const uint8_t> blob,
   if (blob.size() < kBlobHeaderSize || std::memcmp(blob.data(), kBlobMagic, sizeof(kBlobMagic)) != 0) {
     return Errorf(EINVAL, "not a metadata backup (bad magic)");
   }
-  const uint32_t version = get_le32(blob.data() + 8);
+  const uint32_t version = load_le<uint32_t>(blob.data() + 8);
   if (version != kBlobVersion) return Errorf(EINVAL, "metadata backup format version {} is unknown", version);
-  const uint64_t entries = get_le64(blob.data() + 16);
-  const uint64_t raw_len = get_le64(blob.data() + 24);
-  const uint64_t checksum = get_le64(blob.data() + 32);
-  if (pack_id_mark) *pack_id_mark = get_le64(blob.data() + 40);
+  const uint64_t entries = load_le<uint64_t>(blob.data() + 16);
+  const uint64_t raw_len = load_le<uint64_t>(blob.data() + 24);
+  const uint64_t checksum = load_le<uint64_t>(blob.data() + 32);
+  if (pack_id_mark) *pack_id_mark = load_le<uint64_t>(blob.data() + 40);
   const auto frame = blob.subspan(kBlobHeaderSize);
   const unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_UNKNOWN || content == ZSTD_CONTENTSIZE_ERROR || content != raw_len) {
@@ -115,7 +112,7 @@ Status decode_backup(std::span<const uint8_t> blob,
   uint64_t seen = 0;
   auto take = [&](std::string_view* out) {
     if (raw.size() - pos < 4) return false;
-    const uint32_t len = get_le32(raw.data() + pos);
+    const uint32_t len = load_le<uint32_t>(raw.data() + pos);
     pos += 4;
     if (raw.size() - pos < len) return false;
     *out = std::string_view(reinterpret_cast<const char*>(raw.data() + pos), len);

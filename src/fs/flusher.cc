@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -287,20 +288,19 @@ Status FileSystem::State::backup_locked() {
   backup_options.keep = options.backups_kept;
   const int64_t start = fs_now_ns();
   auto result = write_metadata_backup(*meta, *packs, backup_options, options.log);
-  // A failure is retried after a minute, not at every round.
   last_backup_ns = fs_now_ns();
-  if (result.ok()) {
-    log(fmt::format("metadata backup {:016x}: {} keys, {} KiB compressed to {} KiB, {:.2f} s; {} retired "
-                    "packs and {} old backups removed",
-                    result->backup_id, result->entries, result->raw_bytes >> 10, result->stored_bytes >> 10,
-                    static_cast<double>(last_backup_ns - start) / 1e9, result->packs_removed,
-                    result->backups_pruned));
-  }
   if (!result.ok()) {
-    if (options.backup_interval_seconds > 60) last_backup_ns -= static_cast<int64_t>((options.backup_interval_seconds - 60) * 1e9);
+    // Retried after a minute, not at every round of the flusher.
+    const double wait = std::min(options.backup_interval_seconds, 60.0);
+    last_backup_ns -= static_cast<int64_t>((options.backup_interval_seconds - wait) * 1e9);
     log("metadata backup failed, will retry: " + result.status().ToString());
     return result.status();
   }
+  log(fmt::format("metadata backup {:016x}: {} keys, {} KiB compressed to {} KiB, {:.2f} s; {} retired "
+                  "packs and {} old backups removed",
+                  result->backup_id, result->entries, result->raw_bytes >> 10, result->stored_bytes >> 10,
+                  static_cast<double>(last_backup_ns - start) / 1e9, result->packs_removed,
+                  result->backups_pruned));
   return Status::Ok();
 }
 

@@ -83,27 +83,21 @@ int do_open(const char* name, const char* path, int flags, mode_t mode) {
 
 extern "C" {
 
-int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
+// open's mode argument is there only with O_CREAT or O_TMPFILE.
+#define FRUGAL_SHIM_OPEN(name)                                  \
+  int name(const char* path, int flags, ...) {                  \
+    mode_t mode = 0;                                            \
+    if (flags & (O_CREAT | O_TMPFILE)) {                        \
+      va_list ap;                                               \
+      va_start(ap, flags);                                      \
+      mode = va_arg(ap, mode_t);                                \
+      va_end(ap);                                               \
+    }                                                           \
+    return do_open(#name, path, flags, mode);                   \
   }
-  return do_open("open", path, flags, mode);
-}
-
-int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
-  return do_open("open64", path, flags, mode);
-}
+FRUGAL_SHIM_OPEN(open)
+FRUGAL_SHIM_OPEN(open64)
+#undef FRUGAL_SHIM_OPEN
 
 int fsync(int fd) {
   static auto real = next<int (*)(int)>("fsync");

@@ -46,7 +46,8 @@ log "$(tail -n 1 <<<"$LAST_OUT")"
 expect 0 "data verified.* 0 errors, 0 warnings" "$FRUGALFS" fsck --verify-data -v "$META"
 
 # The fragments of one pack, one per volume.
-frag=$(find "${VOLS[0]}" -type f -name 'frag-*' | head -n 1)
+# (A data pack: "frag-8…" to "frag-f…" are metadata backups.)
+frag=$(find "${VOLS[0]}" -type f -name 'frag-[0-7]*' | head -n 1)
 [ -n "$frag" ] || fail "no fragment on ${VOLS[0]}"
 pack=$(basename "$frag" | cut -d- -f2)
 mapfile -t frags < <(find "${VOLS[@]}" -type f -name "frag-$pack-*" | sort)
