@@ -32,6 +32,15 @@ std::mutex& galois_mutex() {
   return mu;
 }
 
+// A general protection fault inside libJerasure was seen once (CI run of
+// 7708f4f, integration test degraded_pairs) during a degraded read while other
+// threads were coding. Until its cause is known, Jerasure's encode and decode
+// run one at a time: correctness before speed (a pack is coded in ~2 ms).
+std::mutex& coding_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 // gf-complete's SIMD region multiply requires every source and destination
 // region to share the same address modulo 16.
 constexpr uintptr_t kRegionAlign = 16;
@@ -99,7 +108,10 @@ class ReedSolomonCode final : public ErasureCode {
       for (int i = 0; i < k_; ++i)
         d[i] = reinterpret_cast<char*>(const_cast<uint8_t*>(data[i] + done));
       for (int i = 0; i < m_; ++i) p[i] = reinterpret_cast<char*>(parity[i] + done);
-      jerasure_matrix_encode(k_, m_, kW, matrix_, d.data(), p.data(), static_cast<int>(n));
+      {
+        std::lock_guard lock(coding_mutex());
+        jerasure_matrix_encode(k_, m_, kW, matrix_, d.data(), p.data(), static_cast<int>(n));
+      }
       done += n;
     }
   }
@@ -143,6 +155,7 @@ class ReedSolomonCode final : public ErasureCode {
       size_t len = std::min(kMaxSlice, size - done);
       for (int i = 0; i < k_; ++i) d[i] = reinterpret_cast<char*>(fragments[i] + done);
       for (int i = 0; i < m_; ++i) p[i] = reinterpret_cast<char*>(fragments[k_ + i] + done);
+      std::unique_lock lock(coding_mutex());
       if (jerasure_matrix_decode(k_, m_, kW, matrix_, /*row_k_ones=*/1, erasures.data(), d.data(),
                                  p.data(), static_cast<int>(len)) != 0) {
         return Errorf(EIO, "Reed-Solomon decode failed ({} erasures, RS({},{}))", count, k_, m_);
