@@ -1,6 +1,7 @@
 // ErasureCode::ReedSolomon: Vandermonde Reed-Solomon over GF(2^8) from
 // Jerasure (matrix coding, so it works byte position by byte position).
 
+#include <galois.h>
 #include <jerasure.h>
 #include <reed_sol.h>
 
@@ -24,22 +25,18 @@ constexpr int kMaxFragments = 32;
 // this many bytes (a multiple of kAlignment).
 constexpr size_t kMaxSlice = size_t{1} << 30;
 
-// gf-complete builds its GF(2^8) tables lazily on first use, which races when
-// two threads get there first together. Build them once, up front; matrix
-// construction is serialized for the same reason.
+// gf-complete fields are built lazily on first use, and Jerasure publishes a
+// field's pointer before filling it in: a thread that codes while another
+// builds a field calls through garbage. Jerasure uses GF(2^8) for the
+// multiplications and GF(2^32) for every region XOR (galois_region_xor), so
+// both are built up front, once, under this mutex, before any code exists.
+// Matrix construction is serialized for the same reason.
 std::mutex& galois_mutex() {
   static std::mutex mu;
   return mu;
 }
 
-// A general protection fault inside libJerasure was seen once (CI run of
-// 7708f4f, integration test degraded_pairs) during a degraded read while other
-// threads were coding. Until its cause is known, Jerasure's encode and decode
-// run one at a time: correctness before speed (a pack is coded in ~2 ms).
-std::mutex& coding_mutex() {
-  static std::mutex mu;
-  return mu;
-}
+constexpr int kXorFieldW = 32;
 
 // gf-complete's SIMD region multiply requires every source and destination
 // region to share the same address modulo 16.
@@ -108,10 +105,7 @@ class ReedSolomonCode final : public ErasureCode {
       for (int i = 0; i < k_; ++i)
         d[i] = reinterpret_cast<char*>(const_cast<uint8_t*>(data[i] + done));
       for (int i = 0; i < m_; ++i) p[i] = reinterpret_cast<char*>(parity[i] + done);
-      {
-        std::lock_guard lock(coding_mutex());
-        jerasure_matrix_encode(k_, m_, kW, matrix_, d.data(), p.data(), static_cast<int>(n));
-      }
+      jerasure_matrix_encode(k_, m_, kW, matrix_, d.data(), p.data(), static_cast<int>(n));
       done += n;
     }
   }
@@ -155,7 +149,6 @@ class ReedSolomonCode final : public ErasureCode {
       size_t len = std::min(kMaxSlice, size - done);
       for (int i = 0; i < k_; ++i) d[i] = reinterpret_cast<char*>(fragments[i] + done);
       for (int i = 0; i < m_; ++i) p[i] = reinterpret_cast<char*>(fragments[k_ + i] + done);
-      std::unique_lock lock(coding_mutex());
       if (jerasure_matrix_decode(k_, m_, kW, matrix_, /*row_k_ones=*/1, erasures.data(), d.data(),
                                  p.data(), static_cast<int>(len)) != 0) {
         return Errorf(EIO, "Reed-Solomon decode failed ({} erasures, RS({},{}))", count, k_, m_);
@@ -182,8 +175,10 @@ Result<std::unique_ptr<ErasureCode>> ErasureCode::ReedSolomon(int k, int m) {
   int* matrix = nullptr;
   {
     std::lock_guard lock(galois_mutex());
-    if (galois_init_default_field(kW) != 0) {
-      return Errorf(ENOMEM, "cannot initialize GF(2^{}) tables", kW);
+    for (int w : {kW, kXorFieldW}) {
+      if (galois_get_field_ptr(w) == nullptr && galois_init_default_field(w) != 0) {
+        return Errorf(ENOMEM, "cannot initialize GF(2^{}) tables", w);
+      }
     }
     if (m > 0) {
       matrix = reed_sol_vandermonde_coding_matrix(k, m, kW);
