@@ -273,14 +273,13 @@ Status ChunkStore::PackWriter::State::append(const PackEntry& entry,
   uint64_t size = footprint(entry.stored_len);
   if (!open_pack.empty() && open_pack.size() + size > store.options.pack_size) FRUGAL_TRY(seal());
   if (open_pack.capacity() < store.options.pack_size) open_pack.reserve(store.options.pack_size);
-  size_t at = open_pack.size();
-  open_pack.resize(at + size);
   PackEntry placed = entry;
-  placed.offset = at + kPackEntryHeaderSize;
-  encode_pack_entry_header(placed,
-                           std::span<uint8_t, kPackEntryHeaderSize>(open_pack.data() + at,
-                                                                    kPackEntryHeaderSize));
-  std::memcpy(open_pack.data() + placed.offset, stored_bytes.data(), stored_bytes.size());
+  placed.offset = open_pack.size() + kPackEntryHeaderSize;
+  std::array<uint8_t, kPackEntryHeaderSize> header;
+  encode_pack_entry_header(placed, header);
+  // Appended, not resized and overwritten: the buffer is never zero-filled.
+  open_pack.insert(open_pack.end(), header.begin(), header.end());
+  open_pack.insert(open_pack.end(), stored_bytes.begin(), stored_bytes.end());
   open_entries.push_back(placed);
   stored += entry.stored_len;
   return Status::Ok();

@@ -35,20 +35,24 @@ ZSTD_DCtx* thread_dctx() {
 }  // namespace
 
 Codec compress_chunk(std::span<const uint8_t> in, int level, std::vector<uint8_t>& out) {
+  out.clear();
   ZSTD_CCtx* cctx = thread_cctx();
-  if (cctx == nullptr || in.empty()) {
-    out.clear();
-    return Codec::kRaw;
+  if (cctx == nullptr || in.empty()) return Codec::kRaw;
+  // zstd writes into a per-thread buffer that is never zero-filled; only a
+  // frame that is smaller than the input is copied out. The capacity is one
+  // byte short of the input, so incompressible data fails early.
+  thread_local std::unique_ptr<uint8_t[]> scratch;
+  thread_local size_t scratch_size = 0;
+  const size_t capacity = in.size() - 1;
+  if (scratch_size < capacity) {
+    scratch = std::make_unique_for_overwrite<uint8_t[]>(capacity);
+    scratch_size = capacity;
   }
-  out.resize(ZSTD_compressBound(in.size()));
-  const size_t n = ZSTD_compressCCtx(cctx, out.data(), out.size(), in.data(), in.size(), level);
-  if (ZSTD_isError(n) || n >= in.size()) {
-    // Not smaller (or zstd refused): store raw. An error here is not a
-    // failure of the write, only of the optimisation.
-    out.clear();
-    return Codec::kRaw;
-  }
-  out.resize(n);
+  const size_t n = ZSTD_compressCCtx(cctx, scratch.get(), capacity, in.data(), in.size(), level);
+  // Not smaller (zstd reports the buffer too small) or refused: store raw.
+  // An error here is not a failure of the write, only of the optimisation.
+  if (ZSTD_isError(n) || n >= in.size()) return Codec::kRaw;
+  out.assign(scratch.get(), scratch.get() + n);
   return Codec::kZstd;
 }
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <future>
 
 #include "fs/fs_state.h"
 
@@ -54,6 +55,54 @@ Status plan_regions(MetaStore& meta, Plan& plan) {
   }
   return Status::Ok();
 }
+
+// Stores one window's chunks after another on a second thread while the
+// flusher fills and cuts the next window: cutting is serial, hashing and
+// compressing run on every core, and the two overlap. One window is stored at
+// a time, so the chunks reach the pack writer in the order a single thread
+// would give them (dedup and pack layout do not change).
+class WindowPipeline {
+ public:
+  WindowPipeline(ChunkStore::PackWriter& writer, std::array<std::vector<uint8_t>, 2>& windows)
+      : writer_(writer), windows_(windows) {}
+  ~WindowPipeline() { wait().IgnoreError(); }  // no store may outlive the windows
+  WindowPipeline(const WindowPipeline&) = delete;
+  WindowPipeline& operator=(const WindowPipeline&) = delete;
+
+  // The window to fill next (not the one being stored) and the one before it.
+  std::vector<uint8_t>& next_window() { return windows_[next_]; }
+  const std::vector<uint8_t>& previous_window() const { return windows_[1 - next_]; }
+
+  // Starts storing pieces of next_window(), which then becomes the previous
+  // one; when stored, extents for them (at the file offsets) are appended to
+  // *extents. Waits for the window stored before, and returns its status.
+  Status submit(std::vector<std::span<const uint8_t>> pieces, std::vector<uint64_t> offsets,
+                std::vector<Extent>* extents) {
+    FRUGAL_TRY(wait());
+    next_ = 1 - next_;
+    pending_ = std::async(std::launch::async, [this, pieces = std::move(pieces),
+                                               offsets = std::move(offsets), extents]() -> Status {
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<Sha256> ids, writer_.add_all(pieces));
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        extents->push_back(Extent{offsets[i], static_cast<uint32_t>(pieces[i].size()), ids[i], 0});
+      }
+      return Status::Ok();
+    });
+    return Status::Ok();
+  }
+
+  // Waits for the window being stored, if any.
+  Status wait() {
+    if (!pending_.valid()) return Status::Ok();
+    return pending_.get();
+  }
+
+ private:
+  ChunkStore::PackWriter& writer_;
+  std::array<std::vector<uint8_t>, 2>& windows_;
+  size_t next_ = 0;
+  std::future<Status> pending_;
+};
 
 }  // namespace
 
@@ -98,16 +147,19 @@ Status FileSystem::State::flush_locked(
     return Status::Ok();
   };
   // Cuts a region with FastCDC through a window of kFlushWindow bytes; a
-  // piece left without a natural cut at the window's end moves to the front.
+  // piece left without a natural cut at the window's end is carried to the
+  // front of the next window.
+  WindowPipeline pipeline(*writer, flush_windows);
   auto store_region = [&](Plan& plan, const Region& region) -> Status {
-    std::vector<uint8_t>& window = flush_window;
-    uint64_t pos = region.start;  // file offset of window[0]
-    size_t have = 0;              // bytes carried over at the window's front
+    uint64_t pos = region.start;  // file offset of the window's first byte
+    std::span<const uint8_t> carried;  // the previous window's uncut tail
     while (pos < region.end) {
       const size_t size = static_cast<size_t>(std::min<uint64_t>(kFlushWindow, region.end - pos));
+      std::vector<uint8_t>& window = pipeline.next_window();
       if (window.size() < size) window.resize(size);
       std::span<uint8_t> bytes(window.data(), size);
-      FRUGAL_TRY(fill(plan, pos + have, bytes.subspan(have)));
+      std::copy(carried.begin(), carried.end(), bytes.begin());
+      FRUGAL_TRY(fill(plan, pos + carried.size(), bytes.subspan(carried.size())));
       const bool last = pos + size == region.end;
       size_t off = 0;
       std::vector<std::span<const uint8_t>> pieces;
@@ -122,13 +174,8 @@ Status FileSystem::State::flush_locked(
         }
         off += cut.length;
       }
-      // The window's chunks are hashed and compressed together, on every core.
-      FRUGAL_ASSIGN_OR_RETURN(std::vector<Sha256> ids, writer->add_all(pieces));
-      for (size_t i = 0; i < pieces.size(); ++i) {
-        plan.extents.push_back(Extent{offsets[i], static_cast<uint32_t>(pieces[i].size()), ids[i], 0});
-      }
-      have = size - off;
-      std::memmove(window.data(), window.data() + off, have);
+      FRUGAL_TRY(pipeline.submit(std::move(pieces), std::move(offsets), &plan.extents));
+      carried = std::span<const uint8_t>(pipeline.previous_window()).subspan(off, size - off);
       pos += off;
     }
     return Status::Ok();
@@ -142,6 +189,8 @@ Status FileSystem::State::flush_locked(
     }
     if (!result.ok()) break;
   }
+  Status stored = pipeline.wait();
+  if (result.ok()) result = stored;
   // The manifest goes into the flush's last pack: if the metadata database
   // is lost, recover replays the writes made after the newest backup.
   auto manifest = [&]() -> Result<std::vector<uint8_t>> {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <array>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -50,9 +51,10 @@ struct FileSystem::State {
 
   // One flush or collection at a time.
   std::mutex flush_mu;
-  // The flusher's chunking window, kept between flushes (guarded by flush_mu).
+  // The flusher's two chunking windows (one cut while the other's chunks are
+  // stored), kept between flushes (guarded by flush_mu).
   static constexpr size_t kFlushWindow = 8 << 20;
-  std::vector<uint8_t> flush_window;
+  std::array<std::vector<uint8_t>, 2> flush_windows;
   // The background flusher.
   std::mutex wake_mu;
   std::condition_variable wake_cv;

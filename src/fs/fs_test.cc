@@ -25,6 +25,8 @@
 #include <thread>
 
 #include "frugalfs/chunk_store.h"
+#include "frugalfs/chunking.h"
+#include "frugalfs/hash.h"
 #include "frugalfs/meta.h"
 #include "frugalfs/volume.h"
 #include "test_support.h"
@@ -842,6 +844,25 @@ TEST_CASE("regions larger than the flush window are chunked across the window's 
   REQUIRE(fx.contents(ino) == ref);
   fx.close();
   check_invariants(fx.meta, fx.vols);
+
+  // The last rewrite re-chunked the whole file as one region, through three
+  // windows stored while the next was cut: its extents are exactly the cuts
+  // of one FastCDC pass over the file, in order.
+  auto m = MetaStore::open(fx.meta);
+  REQUIRE(m.ok());
+  const FastCdc cdc((*m)->superblock().chunker);
+  std::vector<std::pair<uint64_t, uint32_t>> want, got;
+  for (size_t off = 0; off < size;) {
+    const size_t len = cdc.cut(std::span(ref).subspan(off)).length;
+    want.emplace_back(off, static_cast<uint32_t>(len));
+    off += len;
+  }
+  REQUIRE((*m)->list_extents(ino, 0, [&](const Extent& e) {
+                got.emplace_back(e.file_offset, e.length);
+                CHECK(e.chunk == sha256(std::span(ref).subspan(e.file_offset, e.length)));
+                return true;
+              }).ok());
+  CHECK(got == want);
 }
 
 TEST_CASE("reads, writes and truncates race with background flushes") {

@@ -110,6 +110,46 @@ void run_parallel(size_t n, const Fn& fn) {
   for (auto& t : threads) t.join();
 }
 
+// Buffers of finished pack writes, lent to the next ones: fragments are
+// megabytes each, and a fresh buffer costs a page fault and a page clearing
+// per 4 KiB. At most kKept buffers of at most kLargest bytes are kept (enough
+// for the data packs a writer keeps in flight); others, like a metadata
+// backup's, are freed.
+class BufferPool {
+ public:
+  struct Buffer {
+    std::unique_ptr<uint8_t[]> bytes;
+    size_t size = 0;
+  };
+
+  // A buffer of at least `size` bytes, contents unspecified.
+  Buffer take(size_t size) {
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->size >= size) {
+          Buffer b = std::move(*it);
+          free_.erase(it);
+          return b;
+        }
+      }
+    }
+    return {std::make_unique_for_overwrite<uint8_t[]>(size), size};
+  }
+
+  void give_back(Buffer b) {
+    if (b.size > kLargest) return;
+    std::lock_guard lock(mu_);
+    if (free_.size() < kKept) free_.push_back(std::move(b));
+  }
+
+ private:
+  static constexpr size_t kKept = 16;
+  static constexpr size_t kLargest = size_t{16} << 20;
+  std::mutex mu_;
+  std::vector<Buffer> free_;
+};
+
 }  // namespace
 
 struct PackStore::State {
@@ -121,6 +161,7 @@ struct PackStore::State {
   const uint32_t block_size;
   stripe::ChecksumTableCache tables{kTableCacheEntries};
   std::atomic<uint64_t> degraded_reads{0};
+  BufferPool buffers;  // fragment objects being built
 
   // Codes for other geometries (packs written before the stripe was widened).
   std::mutex codes_mu;
@@ -332,12 +373,19 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
   const uint64_t fl = layout.fragment_len;
   const uint64_t payload = stripe::payload_offset(layout);
   const size_t object_size = static_cast<size_t>(payload + fl);
-  std::vector<std::unique_ptr<uint8_t[]>> objects(n);
+  std::vector<BufferPool::Buffer> objects(n);
   std::array<uint8_t*, kMaxFragments> payloads{};
   for (size_t i = 0; i < n; ++i) {
-    objects[i] = std::make_unique_for_overwrite<uint8_t[]>(object_size);
-    payloads[i] = objects[i].get() + payload;
+    objects[i] = buffers.take(object_size);
+    payloads[i] = objects[i].bytes.get() + payload;
   }
+  struct GiveBack {
+    BufferPool& pool;
+    std::vector<BufferPool::Buffer>& objects;
+    ~GiveBack() {
+      for (auto& b : objects) pool.give_back(std::move(b));
+    }
+  } give_back{buffers, objects};
   for (size_t i = 0; i < static_cast<size_t>(k); ++i) {
     const uint64_t begin = std::min<uint64_t>(i * fl, pack.size());
     const uint64_t end = std::min<uint64_t>(begin + fl, pack.size());
@@ -357,7 +405,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
     put_status[i] = volume == nullptr
                         ? Errorf(EIO, "volume {} offline", volumes.uri(layout.volumes[i]))
                         : volume->put(fragment_object_name(pack_id, static_cast<int>(i)),
-                                      {objects[i].get(), object_size});
+                                      {objects[i].bytes.get(), object_size});
     written[i] = put_status[i].ok();
   };
   run_parallel(n, [&](size_t i) {
@@ -369,7 +417,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
     h.block_size = block_size;
     h.pack_len = layout.pack_len;
     h.fragment_len = fl;
-    layout.fragment_checksums[i] = stripe::seal_fragment(h, {objects[i].get(), object_size});
+    layout.fragment_checksums[i] = stripe::seal_fragment(h, {objects[i].bytes.get(), object_size});
     if (i < online) put_fragment(i);
   });
 
@@ -434,7 +482,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
     table->table_checksum = layout.fragment_checksums[i];
     const uint64_t blocks = stripe::block_count(fl, block_size);
     table->sums.resize(blocks);
-    const uint8_t* raw = objects[i].get() + stripe::kFragmentHeaderSize;
+    const uint8_t* raw = objects[i].bytes.get() + stripe::kFragmentHeaderSize;
     for (uint64_t b = 0; b < blocks; ++b) {
       uint64_t v = 0;
       for (int byte = 0; byte < 8; ++byte)
