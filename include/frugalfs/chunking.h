@@ -33,7 +33,17 @@ class FastCdc {
   // shifts later boundaries with the content instead of destroying them.
   Cut cut(std::span<const uint8_t> data) const;
 
+  // The lengths of the chunks that repeated cut() calls give from the start
+  // of data: every natural cut, then, when `final` (data ends the stream),
+  // the piece left over. Without `final` the bytes after the last natural
+  // cut are not a chunk yet and are not listed. Large inputs are cut on two
+  // threads (see fastcdc.cc); the result is always exactly the serial one.
+  std::vector<size_t> cut_all(std::span<const uint8_t> data, bool final) const;
+
  private:
+  void cut_ends(std::span<const uint8_t> data, size_t from, bool final,
+                std::vector<size_t>& ends) const;
+
   ChunkerParams params_;
   uint64_t mask_small_ = 0;  // stricter mask, used before avg_size
   uint64_t mask_large_ = 0;  // looser mask, used after avg_size

@@ -306,6 +306,46 @@ TEST_CASE("feeding data in pieces gives exactly the whole-buffer boundaries") {
   }
 }
 
+// The lengths repeated cut() gives, natural cuts only unless final.
+std::vector<size_t> chunk_serial(const FastCdc& cdc, std::span<const uint8_t> data, bool final) {
+  std::vector<size_t> lengths;
+  for (size_t pos = 0; pos < data.size();) {
+    const Cut c = cdc.cut(data.subspan(pos));
+    if (!c.natural && !final) break;
+    lengths.push_back(c.length);
+    pos += c.length;
+  }
+  return lengths;
+}
+
+TEST_CASE("cut_all on two threads gives exactly the serial cuts") {
+  // Zeros cut at max_size only: the helper (starting mid-buffer) and the
+  // serial run never meet unless the middle is a multiple of max_size.
+  Bytes mixed = text_bytes(5 << 20, 8);
+  const Bytes noise = random_bytes(1 << 20, 9);
+  std::copy(noise.begin(), noise.end(), mixed.begin() + (2 << 20));
+  std::fill(mixed.begin() + (4 << 20), mixed.begin() + (4 << 20) + (700 << 10), uint8_t{0});
+  const std::vector<std::pair<const char*, Bytes>> inputs = {
+      {"random", random_bytes(8 << 20, 7)},
+      {"random, odd size", random_bytes((3 << 20) + 12345, 10)},
+      {"text, noise and zeros", mixed},
+      {"zeros", Bytes(4 << 20, 0)},
+      {"zeros, middle a multiple of max", Bytes(2 << 20, 0)},
+      {"small (serial path)", random_bytes(100000, 11)},
+  };
+  for (const uint32_t avg : {4u << 10, 64u << 10, 256u << 10}) {
+    const FastCdc cdc(ChunkerParams::ForAverage(avg));
+    for (const auto& [name, data] : inputs) {
+      for (const bool final : {false, true}) {
+        CAPTURE(avg);
+        CAPTURE(name);
+        CAPTURE(final);
+        CHECK(cdc.cut_all(data, final) == chunk_serial(cdc, data, final));
+      }
+    }
+  }
+}
+
 TEST_CASE("codec round trips text through zstd") {
   const Bytes text = text_bytes(200000, 5);
   for (const int level : {-3, 1, 3, 9}) {

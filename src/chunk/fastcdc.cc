@@ -10,6 +10,10 @@
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <future>
+#include <optional>
+#include <system_error>
+#include <vector>
 
 #include "frugalfs/chunking.h"
 
@@ -51,6 +55,13 @@ constexpr uint64_t high_bits_mask(int bits) {
   return ~uint64_t{0} << (64 - bits);
 }
 
+// Chunk lengths from their end offsets.
+std::vector<size_t> lengths_from_ends(const std::vector<size_t>& ends) {
+  std::vector<size_t> lengths(ends.size());
+  for (size_t i = 0; i < ends.size(); ++i) lengths[i] = ends[i] - (i == 0 ? 0 : ends[i - 1]);
+  return lengths;
+}
+
 }  // namespace
 
 // params must be valid (asserted); invalid ones still chunk within
@@ -90,6 +101,72 @@ Cut FastCdc::cut(std::span<const uint8_t> data) const {
   }
   if (n >= max) return {max, true};
   return {n, false};
+}
+
+// Serial cut_all from `from`, appending chunk end offsets (relative to data)
+// to ends.
+void FastCdc::cut_ends(std::span<const uint8_t> data, size_t from, bool final,
+                       std::vector<size_t>& ends) const {
+  while (from < data.size()) {
+    const Cut c = cut(data.subspan(from));
+    if (!c.natural && !final) break;
+    from += c.length;
+    ends.push_back(from);
+  }
+}
+
+// Two threads, same answer: a helper cuts the second half as if a chunk
+// began at its first byte, while this thread cuts from the start. A cut
+// depends only on the bytes since the previous cut, so once this thread ends
+// a chunk exactly where the helper ended one (or where it started), every
+// later cut is the helper's. This thread goes on past the middle until that
+// happens, usually within a chunk or two; if it never does, its own cuts are
+// the answer and the helper's work is wasted, never wrong.
+std::vector<size_t> FastCdc::cut_all(std::span<const uint8_t> data, bool final) const {
+  constexpr size_t kParallelFrom = size_t{1} << 20;
+  std::vector<size_t> ends;
+  const size_t half = data.size() / 2;
+  std::future<std::vector<size_t>> second;
+  if (data.size() >= kParallelFrom && data.size() >= 8 * size_t{params_.max_size}) {
+    try {
+      second = std::async(std::launch::async, [this, data, half, final] {
+        std::vector<size_t> e;
+        cut_ends(data, half, final, e);
+        return e;
+      });
+    } catch (const std::system_error&) {
+      // No thread: cut serially below.
+    }
+  }
+  if (!second.valid()) {
+    cut_ends(data, 0, final, ends);
+    return lengths_from_ends(ends);
+  }
+  std::vector<size_t> helper;  // fetched when this thread reaches the middle
+  // The index of the first of the helper's cuts to take when this thread has
+  // cut at `at` (at or past the middle), if the two have met there.
+  auto meet = [&](size_t at) -> std::optional<size_t> {
+    if (at == half) return 0;
+    auto it = std::lower_bound(helper.begin(), helper.end(), at);
+    if (it == helper.end() || *it != at) return std::nullopt;
+    return static_cast<size_t>(it - helper.begin()) + 1;
+  };
+  size_t from = 0;
+  for (;;) {
+    if (from >= half) {
+      if (second.valid()) helper = second.get();
+      if (const auto first = meet(from)) {
+        ends.insert(ends.end(), helper.begin() + static_cast<std::ptrdiff_t>(*first), helper.end());
+        break;
+      }
+    }
+    if (from >= data.size()) break;
+    const Cut c = cut(data.subspan(from));
+    if (!c.natural && !final) break;
+    from += c.length;
+    ends.push_back(from);
+  }
+  return lengths_from_ends(ends);
 }
 
 }  // namespace frugalfs

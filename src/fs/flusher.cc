@@ -164,15 +164,13 @@ Status FileSystem::State::flush_locked(
       size_t off = 0;
       std::vector<std::span<const uint8_t>> pieces;
       std::vector<uint64_t> offsets;
-      while (off < size) {
-        Cut cut = cdc->cut(bytes.subspan(off));
-        if (!cut.natural && !last) break;
-        auto piece = bytes.subspan(off, cut.length);
+      for (const size_t length : cdc->cut_all(bytes, last)) {
+        auto piece = bytes.subspan(off, length);
         if (!all_zero(piece)) {  // zero chunks are holes
           pieces.push_back(piece);
           offsets.push_back(pos + off);
         }
-        off += cut.length;
+        off += length;
       }
       FRUGAL_TRY(pipeline.submit(std::move(pieces), std::move(offsets), &plan.extents));
       carried = std::span<const uint8_t>(pipeline.previous_window()).subspan(off, size - off);
