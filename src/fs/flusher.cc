@@ -69,12 +69,11 @@ class WindowPipeline {
   WindowPipeline(const WindowPipeline&) = delete;
   WindowPipeline& operator=(const WindowPipeline&) = delete;
 
-  // The window to fill next (not the one being stored) and the one before it.
+  // The window to fill next: not the one being stored.
   std::vector<uint8_t>& next_window() { return windows_[next_]; }
-  const std::vector<uint8_t>& previous_window() const { return windows_[1 - next_]; }
 
-  // Starts storing pieces of next_window(), which then becomes the previous
-  // one; when stored, extents for them (at the file offsets) are appended to
+  // Starts storing pieces (of next_window() or of flushing ranges, which
+  // stay put during the flush); when stored, extents for them (at the file offsets) are appended to
   // *extents. Waits for the window stored before, and returns its status.
   Status submit(std::vector<std::span<const uint8_t>> pieces, std::vector<uint64_t> offsets,
                 std::vector<Extent>* extents) {
@@ -146,21 +145,43 @@ Status FileSystem::State::flush_locked(
     plan.state->flushing.overlay(offset, out);
     return Status::Ok();
   };
-  // Cuts a region with FastCDC through a window of kFlushWindow bytes; a
-  // piece left without a natural cut at the window's end is carried to the
-  // front of the next window.
+  // Windows: every one that does not end its region must hold more than a
+  // chunk's maximum, so that it yields at least one cut.
+  const uint64_t max_chunk = cdc->params().max_size;
+  const uint64_t seam_bytes = std::max<uint64_t>(kSeamBytes, 2 * max_chunk);
+  const uint64_t window_bytes = std::max<uint64_t>(kFlushWindow, 2 * seam_bytes);
   WindowPipeline pipeline(*writer, flush_windows);
+  // The bytes of a region from pos on, to cut next: read in place from the
+  // flushing range that holds them when it holds at least seam_bytes of them
+  // (no copy), else copied into a window, with committed bytes where no
+  // range has any. A window copied because a range ends there reaches only
+  // seam_bytes past that end, so cutting returns to the next range in place.
+  auto window_at = [&](const Plan& plan, const Region& region,
+                       uint64_t pos) -> Result<std::span<const uint8_t>> {
+    uint64_t end = std::min(region.end, pos + window_bytes);
+    const auto& ranges = plan.state->flushing.ranges();
+    if (auto it = ranges.upper_bound(pos); it != ranges.begin()) {
+      --it;
+      const uint64_t range_end = it->first + it->second.size();
+      if (range_end >= pos + seam_bytes || range_end >= region.end) {
+        return std::span<const uint8_t>(it->second)
+            .subspan(static_cast<size_t>(pos - it->first), static_cast<size_t>(std::min(end, range_end) - pos));
+      }
+      if (range_end > pos) end = std::min(end, range_end + seam_bytes);
+    }
+    std::vector<uint8_t>& window = pipeline.next_window();
+    const size_t size = static_cast<size_t>(end - pos);
+    if (window.size() < size) window.resize(size);
+    std::span<uint8_t> bytes(window.data(), size);
+    FRUGAL_TRY(fill(plan, pos, bytes));
+    return std::span<const uint8_t>(bytes);
+  };
+  // Cuts a region window by window; the uncut tail of a window (no natural
+  // cut in it yet) starts the next one.
   auto store_region = [&](Plan& plan, const Region& region) -> Status {
-    uint64_t pos = region.start;  // file offset of the window's first byte
-    std::span<const uint8_t> carried;  // the previous window's uncut tail
-    while (pos < region.end) {
-      const size_t size = static_cast<size_t>(std::min<uint64_t>(kFlushWindow, region.end - pos));
-      std::vector<uint8_t>& window = pipeline.next_window();
-      if (window.size() < size) window.resize(size);
-      std::span<uint8_t> bytes(window.data(), size);
-      std::copy(carried.begin(), carried.end(), bytes.begin());
-      FRUGAL_TRY(fill(plan, pos + carried.size(), bytes.subspan(carried.size())));
-      const bool last = pos + size == region.end;
+    for (uint64_t pos = region.start; pos < region.end;) {
+      FRUGAL_ASSIGN_OR_RETURN(std::span<const uint8_t> bytes, window_at(plan, region, pos));
+      const bool last = pos + bytes.size() == region.end;
       size_t off = 0;
       std::vector<std::span<const uint8_t>> pieces;
       std::vector<uint64_t> offsets;
@@ -173,7 +194,6 @@ Status FileSystem::State::flush_locked(
         off += length;
       }
       FRUGAL_TRY(pipeline.submit(std::move(pieces), std::move(offsets), &plan.extents));
-      carried = std::span<const uint8_t>(pipeline.previous_window()).subspan(off, size - off);
       pos += off;
     }
     return Status::Ok();

@@ -54,6 +54,9 @@ struct FileSystem::State {
   // The flusher's two chunking windows (one cut while the other's chunks are
   // stored), kept between flushes (guarded by flush_mu).
   static constexpr size_t kFlushWindow = 8 << 20;
+  // How far a window copied across the end of a flushing range reaches past
+  // it (at least: both grow with the chunker's maximum chunk).
+  static constexpr size_t kSeamBytes = 1 << 20;
   std::array<std::vector<uint8_t>, 2> flush_windows;
   // The background flusher.
   std::mutex wake_mu;

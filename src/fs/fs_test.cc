@@ -89,13 +89,15 @@ struct Log {
 
 // A filesystem on four file:// volumes in a temporary directory.
 struct Fx {
-  explicit Fx(uint32_t pack_size = 4 << 20, bool open_now = true) {
+  explicit Fx(uint32_t pack_size = 4 << 20, bool open_now = true,
+              ChunkerParams chunker = ChunkerParams{}) {
     meta = dir.path() + "/meta";
     for (int i = 0; i < 4; ++i) vols.push_back(dir.path() + "/vol" + std::to_string(i));
     MkfsOptions o;
     o.meta_dir = meta;
     o.volume_uris = vols;
     o.pack_size = pack_size;
+    o.chunker = chunker;
     auto id = make_filesystem(o);
     REQUIRE_MESSAGE(id.ok(), id.status().ToString());
     fs_id = *id;
@@ -863,6 +865,26 @@ TEST_CASE("regions larger than the flush window are chunked across the window's 
                 return true;
               }).ok());
   CHECK(got == want);
+}
+
+TEST_CASE("the largest chunk size (16 MiB chunks, more than a flush window) flushes") {
+  // Zeros and a repeated pattern have no content cut: every chunk ends at
+  // max_size, beyond one 8 MiB window.
+  Fx fx(32 << 20, true, ChunkerParams::ForAverage(4 << 20));
+  const size_t size = 40 << 20;
+  std::vector<uint8_t> ref(size, 0);
+  for (size_t i = 20 << 20; i < size; ++i) ref[i] = static_cast<uint8_t>(i % 251);
+  auto c = fx.fs->create(kRoot, "big", 0644, O_RDWR, kUser);
+  REQUIRE(c.ok());
+  for (size_t off = 0; off < size; off += 1 << 20) {
+    fx.write(c->attr.ino, c->fh, off, std::span(ref).subspan(off, 1 << 20));
+  }
+  fx.flush_collect();
+  REQUIRE(fx.read(c->attr.ino, c->fh, 0, size) == ref);
+  REQUIRE(fx.fs->release(c->attr.ino, c->fh).ok());
+  fx.fs->forget(c->attr.ino, 1);
+  fx.close();
+  check_invariants(fx.meta, fx.vols);
 }
 
 TEST_CASE("reads, writes and truncates race with background flushes") {
