@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A quick A/B of frugalfs builds on the data path, for work on speed (the
+# full comparison with other systems is run.sh).
+#
+#   sudo test/bench/phases.sh [--size MIB] [--runs N] FRUGALFS [FRUGALFS...]
+#
+# For each frugalfs binary, in turns (so that a machine that gets slower or
+# faster during the run affects every binary alike), N times: mkfs on four
+# fresh volumes under /var/tmp, mount, then
+#   write_random  SIZE MiB of unique random data, fsync at the end
+#   write_dup     the same data again under another name
+#   read_cold     the first file after a remount and drop_caches
+# Prints, per binary and phase, the median MB/s and the median CPU seconds
+# the daemon used in the phase (user + system), and the daemon's peak RSS.
+set -euo pipefail
+
+SIZE_MIB=1024
+RUNS=3
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+BINS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE_MIB=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "phases.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) BINS+=("$(readlink -f "$1")"); shift ;;
+  esac
+done
+[ "${#BINS[@]}" -gt 0 ] || { usage >&2; exit 2; }
+for n in "$SIZE_MIB" "$RUNS"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "phases.sh: '$n' is not a positive number" >&2; exit 2; }
+done
+for b in "${BINS[@]}"; do [ -x "$b" ] || { echo "phases.sh: $b is not executable" >&2; exit 2; }; done
+[ "$(id -u)" = 0 ] || { echo "phases.sh: run it as root (it mounts and drops caches)" >&2; exit 1; }
+
+WORK=$(mktemp -d /var/tmp/frugalfs-phases.XXXXXX)
+cleanup() {
+  set +e
+  mountpoint -q "$WORK/mnt" && fusermount3 -u "$WORK/mnt"
+  rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+head -c "${SIZE_MIB}M" /dev/urandom > "$WORK/random.bin"
+
+now() { date +%s.%N; }
+cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+daemon_pid() { cat "$WORK/meta/frugalfs.pid"; }
+unmount() {
+  local pid; pid=$(daemon_pid)
+  fusermount3 -u "$WORK/mnt"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+declare -A MBS CPU RSS
+phase() {  # name bin command...
+  local name=$1 bin=$2 pid c0 c1 t0 t1
+  shift 2
+  pid=$(daemon_pid)
+  c0=$(cpu_seconds "$pid"); t0=$(now)
+  "$@"
+  t1=$(now); c1=$(cpu_seconds "$pid")
+  MBS[$bin,$name]+="$(awk -v n="$SIZE_MIB" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n * 1.048576 / (b - a) }') "
+  CPU[$bin,$name]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }') "
+}
+peak_rss() { awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$(daemon_pid)/status"; }
+
+run_once() {
+  local bin=$1
+  rm -rf "$WORK/meta" "$WORK"/vol? && mkdir -p "$WORK/mnt"
+  "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
+  "$bin" mount "$WORK/meta" "$WORK/mnt"
+  phase write_random "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/a" bs=1M conv=fsync status=none
+  phase write_dup "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/b" bs=1M conv=fsync status=none
+  RSS[$bin]+="$(peak_rss) "
+  unmount
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  "$bin" mount "$WORK/meta" "$WORK/mnt"
+  phase read_cold "$bin" cat "$WORK/mnt/a" > /dev/null
+  RSS[$bin]+="$(peak_rss) "
+  unmount
+}
+for _ in $(seq "$RUNS"); do
+  for bin in "${BINS[@]}"; do run_once "$bin"; done
+done
+
+median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+echo "medians of $RUNS runs, $SIZE_MIB MiB, $(nproc) cores"
+printf '%-40s %-13s %8s %10s\n' binary phase MB/s "cpu s"
+for bin in "${BINS[@]}"; do
+  for p in write_random write_dup read_cold; do
+    printf '%-40s %-13s %8s %10s\n' "$bin" "$p" "$(echo "${MBS[$bin,$p]}" | median)" "$(echo "${CPU[$bin,$p]}" | median)"
+  done
+  printf '%-40s %-13s %8s MiB (largest of the runs)\n' "$bin" "peak RSS" \
+    "$(echo "${RSS[$bin]}" | tr ' ' '\n' | awk 'NF' | sort -n | tail -1)"
+done
