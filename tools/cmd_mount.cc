@@ -3,6 +3,7 @@
 // returns once the mount serves requests, or prints why it could not.
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -91,6 +92,19 @@ void log_line(std::string_view message) {
                                  static_cast<int>(now.tv_nsec / 1000000), getpid(), message);
   ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;
+}
+
+// The data path allocates and frees buffers of megabytes all the time (write
+// ranges, pack and fragment buffers). With glibc's defaults these come from
+// fresh mmap()s or are handed back to the kernel on free, so every reuse
+// costs a page fault and a page clearing per 4 KiB. Measured with
+// test/bench/phases.sh (1 GiB, medians of 3): daemon CPU -12% on unique
+// writes, -20% on already-stored data, peak RSS 427 -> 375 MiB. Fewer arenas
+// keep memory freed by one thread usable by the others.
+void tune_memory_allocator() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // a fixed threshold: buffers below it are reused
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);  // free memory kept before giving it back
+  mallopt(M_ARENA_MAX, 4);
 }
 
 std::string absolute_path(const std::string& path) {
@@ -361,6 +375,7 @@ int cmd_mount(int argc, char** argv) {
   if (!mountpoint.ok()) return fail(mountpoint.status().message());
   request.mountpoint = *mountpoint;
 
+  tune_memory_allocator();
   return request.foreground ? serve_in_foreground(request) : serve_as_daemon(request);
 }
 
