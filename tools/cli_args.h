@@ -42,7 +42,7 @@ Status check_pack_size(uint64_t size);
 // The -o list of `frugalfs mount`, with frugalfs's own options taken out.
 struct MountOptionList {
   std::vector<std::string> fuse_options;  // everything else, for libfuse
-  uint64_t cache_bytes = 128ull << 20;
+  uint64_t cache_bytes = 64ull << 20;
   uint64_t dirty_bytes_limit = 128ull << 20;
   double flush_interval_seconds = 5.0;
   unsigned threads = 0;  // 0: libfuse's default

@@ -48,7 +48,7 @@ constexpr const char* kMountUsage =
     "  -h, --help         show this help\n"
     "\n"
     "frugalfs mount options:\n"
-    "  cache_size=SIZE         decompressed chunk cache (default 128M)\n"
+    "  cache_size=SIZE         decompressed chunk cache (default 64M)\n"
     "  dirty_limit=SIZE        buffered writes of all files together (default 128M)\n"
     "  flush_interval=SECONDS  buffered data older than this is written out (default 5)\n"
     "  threads=N               FUSE worker threads (default 10)\n"

@@ -37,7 +37,7 @@ namespace frugalfs {
 struct ChunkStoreOptions {
   uint32_t pack_size = 4 << 20;
   int compress_level = 1;
-  uint64_t cache_bytes = 128ull << 20;
+  uint64_t cache_bytes = 64ull << 20;
   double compact_below_live_ratio = 0.5;
   std::function<void(std::string_view)> log;
 };

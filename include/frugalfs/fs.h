@@ -103,7 +103,7 @@ struct MkfsOptions {
 Result<std::string> make_filesystem(const MkfsOptions& options);
 
 struct FsOptions {
-  uint64_t cache_bytes = 128ull << 20;       // decompressed chunk cache
+  uint64_t cache_bytes = 64ull << 20;        // decompressed chunk cache
   uint64_t dirty_bytes_limit = 128ull << 20; // write buffers, all files together
   double flush_interval_seconds = 5.0;       // dirty data older than this is flushed
   // A metadata backup is written to the volumes this often (0: only at

@@ -45,6 +45,7 @@ constexpr uint64_t kFirstPackId = 1;
 // Pack ids reserved durably per synced write.
 constexpr uint64_t kPackIdReserve = 1024;
 
+constexpr size_t kMemtableBytes = size_t{16} << 20;
 constexpr size_t kBlockCacheBytes = 64 << 20;
 constexpr int kMaxOpenFiles = 512;
 
@@ -83,6 +84,10 @@ rocksdb::Options db_options(bool create) {
   o.max_open_files = kMaxOpenFiles;
   o.keep_log_file_num = 4;
   o.max_log_file_size = 8 << 20;
+  // Two memtables of 16 MiB (RocksDB's default is 64 MiB each): metadata is
+  // about 0.1% of data, and the daemon's memory has a budget (README).
+  o.write_buffer_size = kMemtableBytes;
+  o.max_write_buffer_number = 2;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = rocksdb::NewLRUCache(kBlockCacheBytes);
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));

@@ -2,7 +2,7 @@
 # A quick A/B of frugalfs builds on the data path, for work on speed (the
 # full comparison with other systems is run.sh).
 #
-#   sudo test/bench/phases.sh [--size MIB] [--runs N] FRUGALFS [FRUGALFS...]
+#   sudo test/bench/phases.sh [--size MIB] [--runs N] [-o OPTIONS] FRUGALFS [FRUGALFS...]
 #
 # For each frugalfs binary, in turns (so that a machine that gets slower or
 # faster during the run affects every binary alike), N times: mkfs on four
@@ -10,18 +10,21 @@
 #   write_random  SIZE MiB of unique random data, fsync at the end
 #   write_dup     the same data again under another name
 #   read_cold     the first file after a remount and drop_caches
+# -o passes mount options (as frugalfs mount -o) to every mount.
 # Prints, per binary and phase, the median MB/s and the median CPU seconds
 # the daemon used in the phase (user + system), and the daemon's peak RSS.
 set -euo pipefail
 
 SIZE_MIB=1024
 RUNS=3
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+MOUNT_OPTIONS=()
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE_MIB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    -o) MOUNT_OPTIONS=(-o "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "phases.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *) BINS+=("$(readlink -f "$1")"); shift ;;
@@ -68,13 +71,13 @@ run_once() {
   local bin=$1
   rm -rf "$WORK/meta" "$WORK"/vol? && mkdir -p "$WORK/mnt"
   "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
-  "$bin" mount "$WORK/meta" "$WORK/mnt"
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
   phase write_random "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/a" bs=1M conv=fsync status=none
   phase write_dup "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/b" bs=1M conv=fsync status=none
   RSS[$bin]+="$(peak_rss) "
   unmount
   sync; echo 3 > /proc/sys/vm/drop_caches
-  "$bin" mount "$WORK/meta" "$WORK/mnt"
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
   phase read_cold "$bin" cat "$WORK/mnt/a" > /dev/null
   RSS[$bin]+="$(peak_rss) "
   unmount
