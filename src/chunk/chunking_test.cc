@@ -330,6 +330,7 @@ TEST_CASE("cut_all on two threads gives exactly the serial cuts") {
       {"random, odd size", random_bytes((3 << 20) + 12345, 10)},
       {"text, noise and zeros", mixed},
       {"zeros", Bytes(4 << 20, 0)},
+      {"zeros, middle not a multiple of max", Bytes((4 << 20) + 4096, 0)},
       {"zeros, middle a multiple of max", Bytes(2 << 20, 0)},
       {"small (serial path)", random_bytes(100000, 11)},
   };
@@ -370,6 +371,8 @@ TEST_CASE("codec keeps incompressible data raw") {
 
   // Tiny and empty inputs cannot shrink either.
   CHECK(compress_chunk(std::span<const uint8_t>(noise).first(5), 3, stored) == Codec::kRaw);
+  CHECK(compress_chunk(std::span<const uint8_t>(noise).first(1), 3, stored) == Codec::kRaw);
+  CHECK(stored.empty());
   CHECK(stored.empty());
   CHECK(compress_chunk({}, 3, stored) == Codec::kRaw);
   CHECK(stored.empty());

@@ -51,7 +51,7 @@ Codec compress_chunk(std::span<const uint8_t> in, int level, std::vector<uint8_t
   const size_t n = ZSTD_compressCCtx(cctx, scratch.get(), capacity, in.data(), in.size(), level);
   // Not smaller (zstd reports the buffer too small) or refused: store raw.
   // An error here is not a failure of the write, only of the optimisation.
-  if (ZSTD_isError(n) || n >= in.size()) return Codec::kRaw;
+  if (ZSTD_isError(n)) return Codec::kRaw;
   out.assign(scratch.get(), scratch.get() + n);
   return Codec::kZstd;
 }

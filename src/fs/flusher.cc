@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <system_error>
 
 #include "fs/fs_state.h"
 
@@ -73,20 +74,30 @@ class WindowPipeline {
   std::vector<uint8_t>& next_window() { return windows_[next_]; }
 
   // Starts storing pieces (of next_window() or of flushing ranges, which
-  // stay put during the flush); when stored, extents for them (at the file offsets) are appended to
-  // *extents. Waits for the window stored before, and returns its status.
+  // stay put during the flush); once stored, their extents (at the file
+  // offsets) are appended to *extents. Waits for the window stored before,
+  // and returns its status. Without a thread to spare it stores them here.
   Status submit(std::vector<std::span<const uint8_t>> pieces, std::vector<uint64_t> offsets,
                 std::vector<Extent>* extents) {
     FRUGAL_TRY(wait());
     next_ = 1 - next_;
-    pending_ = std::async(std::launch::async, [this, pieces = std::move(pieces),
-                                               offsets = std::move(offsets), extents]() -> Status {
-      FRUGAL_ASSIGN_OR_RETURN(std::vector<Sha256> ids, writer_.add_all(pieces));
-      for (size_t i = 0; i < pieces.size(); ++i) {
-        extents->push_back(Extent{offsets[i], static_cast<uint32_t>(pieces[i].size()), ids[i], 0});
+    auto store = [this, pieces = std::move(pieces), offsets = std::move(offsets),
+                  extents]() noexcept -> Status {
+      try {
+        FRUGAL_ASSIGN_OR_RETURN(std::vector<Sha256> ids, writer_.add_all(pieces));
+        for (size_t i = 0; i < pieces.size(); ++i) {
+          extents->push_back(Extent{offsets[i], static_cast<uint32_t>(pieces[i].size()), ids[i], 0});
+        }
+        return Status::Ok();
+      } catch (const std::exception& e) {  // e.g. no memory, or no thread for a pack write
+        return Errorf(ENOMEM, "storing chunks: {}", e.what());
       }
-      return Status::Ok();
-    });
+    };
+    try {
+      pending_ = std::async(std::launch::async, store);
+    } catch (const std::system_error&) {
+      return store();
+    }
     return Status::Ok();
   }
 
@@ -112,7 +123,9 @@ Status FileSystem::State::flush_locked(
   std::vector<Plan> plans;
   for (auto& [ino, state] : targets) {
     std::lock_guard lock(state->mu);
-    if (state->deleted || state->dirty.empty()) continue;
+    // (flushing_active here would mean a flush that ended without putting
+    // its data back: never overwrite what it holds.)
+    if (state->deleted || state->dirty.empty() || state->flushing_active) continue;
     Plan plan;
     plan.ino = ino;
     plan.state = state;
@@ -167,7 +180,13 @@ Status FileSystem::State::flush_locked(
         return std::span<const uint8_t>(it->second)
             .subspan(static_cast<size_t>(pos - it->first), static_cast<size_t>(std::min(end, range_end) - pos));
       }
-      if (range_end > pos) end = std::min(end, range_end + seam_bytes);
+      // Across the range's end: a short window when the next range goes on
+      // from there long enough to be read in place again.
+      const auto next = std::next(it);
+      if (range_end > pos && next != ranges.end() && next->first == range_end &&
+          next->second.size() >= seam_bytes) {
+        end = std::min(end, range_end + seam_bytes);
+      }
     }
     std::vector<uint8_t>& window = pipeline.next_window();
     const size_t size = static_cast<size_t>(end - pos);

@@ -362,6 +362,29 @@ void restore_dir(const std::string& from, const std::string& to) {
 // ---------------------------------------------------------------------------
 // Data
 
+// Checks, on a closed filesystem, that file `ino` (holding `content`) is
+// stored as one FastCDC pass over all of it: extents at exactly the serial
+// cuts, in order, each naming the chunk of its bytes (all-zero chunks are
+// holes, without an extent).
+void check_one_pass_cuts(const std::string& meta_dir, uint64_t ino, std::span<const uint8_t> content) {
+  auto m = MetaStore::open(meta_dir);
+  REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+  const FastCdc cdc((*m)->superblock().chunker);
+  std::vector<std::pair<uint64_t, uint32_t>> want, got;
+  for (size_t off = 0; off < content.size();) {
+    const size_t len = cdc.cut(content.subspan(off)).length;
+    if (!all_zero(content.subspan(off, len))) want.emplace_back(off, static_cast<uint32_t>(len));
+    off += len;
+  }
+  REQUIRE((*m)->list_extents(ino, 0, [&](const Extent& e) {
+                got.emplace_back(e.file_offset, e.length);
+                CHECK(e.chunk_offset == 0);
+                CHECK(e.chunk == sha256(content.subspan(e.file_offset, e.length)));
+                return true;
+              }).ok());
+  CHECK(got == want);
+}
+
 TEST_CASE("create, write and read: unflushed, flushed, after reopen") {
   Fx fx;
   std::mt19937_64 rng(1);
@@ -848,30 +871,46 @@ TEST_CASE("regions larger than the flush window are chunked across the window's 
   check_invariants(fx.meta, fx.vols);
 
   // The last rewrite re-chunked the whole file as one region, through three
-  // windows stored while the next was cut: its extents are exactly the cuts
-  // of one FastCDC pass over the file, in order.
-  auto m = MetaStore::open(fx.meta);
-  REQUIRE(m.ok());
-  const FastCdc cdc((*m)->superblock().chunker);
-  std::vector<std::pair<uint64_t, uint32_t>> want, got;
-  for (size_t off = 0; off < size;) {
-    const size_t len = cdc.cut(std::span(ref).subspan(off)).length;
-    want.emplace_back(off, static_cast<uint32_t>(len));
-    off += len;
+  // windows stored while the next was cut.
+  check_one_pass_cuts(fx.meta, ino, ref);
+}
+
+TEST_CASE("a file written in 1 MiB pieces, then appended to, is cut as one FastCDC pass") {
+  // 1 MiB writes are kept in 8 MiB ranges: windows are read in place, copied
+  // across each range's end, and (for the append) start from the committed
+  // last extent of the first flush.
+  Fx fx;
+  std::mt19937_64 rng(31);
+  std::vector<uint8_t> ref = text_bytes(35 << 20, 32);
+  for (size_t off = 1 << 20; off < ref.size(); off += 5 << 20) {
+    auto r = random_bytes(rng, 2 << 20);
+    std::copy(r.begin(), r.end(), ref.begin() + static_cast<std::ptrdiff_t>(off));
   }
-  REQUIRE((*m)->list_extents(ino, 0, [&](const Extent& e) {
-                got.emplace_back(e.file_offset, e.length);
-                CHECK(e.chunk == sha256(std::span(ref).subspan(e.file_offset, e.length)));
-                return true;
-              }).ok());
-  CHECK(got == want);
+  auto c = fx.fs->create(kRoot, "f", 0644, O_RDWR, kUser);
+  REQUIRE(c.ok());
+  const uint64_t ino = c->attr.ino;
+  auto write_range = [&](size_t from, size_t to) {
+    for (size_t off = from; off < to; off += 1 << 20) {
+      fx.write(ino, c->fh, off, std::span(ref).subspan(off, std::min<size_t>(1 << 20, to - off)));
+    }
+  };
+  write_range(0, 20 << 20);
+  fx.flush_collect();
+  write_range(20 << 20, ref.size());
+  fx.flush_collect();
+  REQUIRE(fx.read(ino, c->fh, 0, ref.size()) == ref);
+  REQUIRE(fx.fs->release(ino, c->fh).ok());
+  fx.fs->forget(ino, 1);
+  fx.close();
+  check_invariants(fx.meta, fx.vols);
+  check_one_pass_cuts(fx.meta, ino, ref);
 }
 
 TEST_CASE("the largest chunk size (16 MiB chunks, more than a flush window) flushes") {
   // Zeros and a repeated pattern have no content cut: every chunk ends at
   // max_size, beyond one 8 MiB window.
   Fx fx(32 << 20, true, ChunkerParams::ForAverage(4 << 20));
-  const size_t size = 40 << 20;
+  const size_t size = 100 << 20;  // several windows (of 64 MiB here)
   std::vector<uint8_t> ref(size, 0);
   for (size_t i = 20 << 20; i < size; ++i) ref[i] = static_cast<uint8_t>(i % 251);
   auto c = fx.fs->create(kRoot, "big", 0644, O_RDWR, kUser);
@@ -885,6 +924,7 @@ TEST_CASE("the largest chunk size (16 MiB chunks, more than a flush window) flus
   fx.fs->forget(c->attr.ino, 1);
   fx.close();
   check_invariants(fx.meta, fx.vols);
+  check_one_pass_cuts(fx.meta, c->attr.ino, ref);
 }
 
 TEST_CASE("reads, writes and truncates race with background flushes") {

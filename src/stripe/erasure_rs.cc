@@ -1,6 +1,10 @@
 // ErasureCode::ReedSolomon: Vandermonde Reed-Solomon over GF(2^8) from
 // Jerasure (matrix coding, so it works byte position by byte position).
 
+// gf-complete's header declares C functions without extern "C".
+extern "C" {
+#include <gf_complete.h>
+}
 #include <galois.h>
 #include <jerasure.h>
 #include <reed_sol.h>
@@ -176,9 +180,16 @@ Result<std::unique_ptr<ErasureCode>> ErasureCode::ReedSolomon(int k, int m) {
   {
     std::lock_guard lock(galois_mutex());
     for (int w : {kW, kXorFieldW}) {
-      if (galois_get_field_ptr(w) == nullptr && galois_init_default_field(w) != 0) {
+      if (galois_get_field_ptr(w) != nullptr) continue;
+      // Built aside and published only when complete (galois_init_default_field
+      // would publish a field that failed to build, and the next code would
+      // use it). Jerasure owns it from then on, for the life of the process.
+      auto* field = static_cast<gf_t*>(std::malloc(sizeof(gf_t)));
+      if (field == nullptr || gf_init_easy(field, w) == 0) {
+        std::free(field);
         return Errorf(ENOMEM, "cannot initialize GF(2^{}) tables", w);
       }
+      galois_change_technique(field, w);
     }
     if (m > 0) {
       matrix = reed_sol_vandermonde_coding_matrix(k, m, kW);

@@ -112,9 +112,9 @@ void run_parallel(size_t n, const Fn& fn) {
 
 // Buffers of finished pack writes, lent to the next ones: fragments are
 // megabytes each, and a fresh buffer costs a page fault and a page clearing
-// per 4 KiB. At most kKept buffers of at most kLargest bytes are kept (enough
-// for the data packs a writer keeps in flight); others, like a metadata
-// backup's, are freed.
+// per 4 KiB. Keeps at most kKeptBytes in buffers of at most kLargest bytes
+// (enough for the data packs a writer keeps in flight); others, like a
+// metadata backup's, are freed.
 class BufferPool {
  public:
   struct Buffer {
@@ -122,16 +122,20 @@ class BufferPool {
     size_t size = 0;
   };
 
-  // A buffer of at least `size` bytes, contents unspecified.
+  // A buffer of at least `size` bytes (the smallest kept one that fits),
+  // contents unspecified.
   Buffer take(size_t size) {
     {
       std::lock_guard lock(mu_);
+      auto best = free_.end();
       for (auto it = free_.begin(); it != free_.end(); ++it) {
-        if (it->size >= size) {
-          Buffer b = std::move(*it);
-          free_.erase(it);
-          return b;
-        }
+        if (it->size >= size && (best == free_.end() || it->size < best->size)) best = it;
+      }
+      if (best != free_.end()) {
+        Buffer b = std::move(*best);
+        free_.erase(best);
+        kept_bytes_ -= b.size;
+        return b;
       }
     }
     return {std::make_unique_for_overwrite<uint8_t[]>(size), size};
@@ -140,14 +144,17 @@ class BufferPool {
   void give_back(Buffer b) {
     if (b.size > kLargest) return;
     std::lock_guard lock(mu_);
-    if (free_.size() < kKept) free_.push_back(std::move(b));
+    if (kept_bytes_ + b.size > kKeptBytes) return;
+    kept_bytes_ += b.size;
+    free_.push_back(std::move(b));
   }
 
  private:
-  static constexpr size_t kKept = 16;
   static constexpr size_t kLargest = size_t{16} << 20;
+  static constexpr size_t kKeptBytes = size_t{64} << 20;
   std::mutex mu_;
   std::vector<Buffer> free_;
+  size_t kept_bytes_ = 0;
 };
 
 }  // namespace
