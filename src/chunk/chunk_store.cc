@@ -158,15 +158,20 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> ChunkStore::State::load(cons
       last = pack.status();
       continue;
     }
-    std::vector<uint8_t> stored(chunk->stored_len);
+    auto raw = std::make_shared<std::vector<uint8_t>>(chunk->raw_len);
+    // A raw chunk is read straight into its result; a compressed one into a
+    // buffer that is never zero-filled.
+    const bool is_raw = chunk->codec == Codec::kRaw && chunk->stored_len == chunk->raw_len;
+    std::unique_ptr<uint8_t[]> buffer;
+    if (!is_raw) buffer = std::make_unique_for_overwrite<uint8_t[]>(chunk->stored_len);
+    std::span<uint8_t> stored = is_raw ? std::span<uint8_t>(*raw) : std::span(buffer.get(), chunk->stored_len);
     last = packs.read(pack->layout, chunk->offset, stored);
     if (!last.ok()) continue;
     if (xxh3_64(stored) != chunk->checksum) {
       last = Errorf(EIO, "stored bytes fail their checksum");
       continue;
     }
-    auto raw = std::make_shared<std::vector<uint8_t>>(chunk->raw_len);
-    last = decompress_chunk(chunk->codec, stored, *raw);
+    if (!is_raw) last = decompress_chunk(chunk->codec, stored, *raw);
     if (last.ok()) return std::shared_ptr<const std::vector<uint8_t>>(std::move(raw));
   }
   return Errorf(last.code() ? last.code() : EIO, "chunk {}: {}", chunk_name(id), last.message());

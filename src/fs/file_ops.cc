@@ -27,17 +27,24 @@ void FileSystem::State::account_dirty(int64_t delta) {
 }
 
 Status FileSystem::State::read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out) {
-  std::memset(out.data(), 0, out.size());
   const uint64_t end = offset + out.size();
+  uint64_t zeroed_to = offset;  // bytes before this are written or zeroed
+  auto zero_until = [&](uint64_t to) {
+    if (to > zeroed_to) std::memset(out.data() + (zeroed_to - offset), 0, to - zeroed_to);
+  };
   Status err;
   FRUGAL_TRY(meta->list_extents(ino, offset, [&](const Extent& e) {
     if (e.file_offset >= end) return false;
     uint64_t from = std::max(offset, e.file_offset);
     uint64_t to = std::min(end, e.end());
+    if (from >= to) return true;
+    zero_until(from);  // a hole before the extent
     err = chunks->read(e.chunk, static_cast<uint32_t>(e.chunk_offset + (from - e.file_offset)),
                        out.subspan(from - offset, to - from));
+    zeroed_to = to;
     return err.ok();
   }));
+  if (err.ok()) zero_until(end);  // a hole after the last extent
   return err.WithContext(fmt::format("inode {}", ino));
 }
 
