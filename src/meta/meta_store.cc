@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -177,6 +178,10 @@ struct StoreState {
   std::mutex txn_mu;  // held by the open Txn
   std::atomic<uint64_t> next_inode{kFirstInode};
   std::atomic<uint64_t> next_cookie{kFirstCookie};
+  // The counters' values in the database (guarded by txn_mu): a commit
+  // writes a counter only when ids were handed out since.
+  uint64_t stored_next_inode = 0;
+  uint64_t stored_next_cookie = 0;
 
   std::mutex pack_mu;  // after txn_mu
   uint64_t next_pack_id = kFirstPackId;  // guarded by pack_mu
@@ -235,6 +240,7 @@ Status load_state(meta_detail::StoreState* state, const std::string& dir,
     return rec::decode_counter(*value);
   };
   FRUGAL_ASSIGN_OR_RETURN(uint64_t next_inode, read_counter(keys::kCounterInode));
+  const uint64_t next_inode_stored = next_inode;
   FRUGAL_ASSIGN_OR_RETURN(uint64_t next_cookie, read_counter(keys::kCounterCookie));
   FRUGAL_ASSIGN_OR_RETURN(uint64_t pack_limit, read_counter(keys::kCounterPack));
 
@@ -248,6 +254,8 @@ Status load_state(meta_detail::StoreState* state, const std::string& dir,
     }
     FRUGAL_TRY(last.status());
   }
+  state->stored_next_inode = next_inode_stored;
+  state->stored_next_cookie = next_cookie;
   state->next_inode = std::max(next_inode, kFirstInode);
   state->next_cookie = std::max(next_cookie, kFirstCookie);
   // Ids below the persisted limit may have been handed out before a crash.
@@ -582,15 +590,28 @@ Status MetaStore::Txn::commit(bool sync) {
     if (!s.ok()) return from_rocksdb(s, "metadata batch");
   }
   // Read under the lock at commit time, so each counter is past every id
-  // handed out before this point (and so before any id this Txn used).
-  for (auto [which, counter] : {std::pair{keys::kCounterInode, &store.next_inode},
-                                std::pair{keys::kCounterCookie, &store.next_cookie}}) {
-    s = batch.Put(slice(keys::counter(which)), slice(rec::encode_counter(counter->load())));
+  // handed out before this point (and so before any id this Txn used);
+  // written only when it moved since it was last written.
+  struct Counter {
+    char which;
+    const std::atomic<uint64_t>* next;
+    uint64_t* stored;
+    uint64_t value = 0;
+  };
+  std::array<Counter, 2> counters = {
+      Counter{keys::kCounterInode, &store.next_inode, &store.stored_next_inode},
+      Counter{keys::kCounterCookie, &store.next_cookie, &store.stored_next_cookie}};
+  for (Counter& c : counters) {
+    c.value = c.next->load();
+    if (c.value == *c.stored) continue;
+    s = batch.Put(slice(keys::counter(c.which)), slice(rec::encode_counter(c.value)));
     if (!s.ok()) return from_rocksdb(s, "metadata batch");
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return from_rocksdb(store.db->Write(wo, &batch), "metadata commit");
+  FRUGAL_TRY(from_rocksdb(store.db->Write(wo, &batch), "metadata commit"));
+  for (const Counter& c : counters) *c.stored = c.value;
+  return Status::Ok();
 }
 
 Result<std::optional<std::string>> MetaStore::Txn::get_raw(std::string_view key) {
