@@ -131,6 +131,19 @@ struct Env {
     return o;
   }
 
+  // Recovers into dir/name, which must succeed, and opens what it built.
+  struct Recovered {
+    RecoverReport report;
+    std::unique_ptr<MetaStore> meta;
+  };
+  Recovered recover_into(const std::string& name) {
+    auto report = recover_metadata(recover_options(dir.sub(name)));
+    REQUIRE_MESSAGE(report.ok(), report.status().ToString());
+    auto opened = MetaStore::open(dir.sub(name));
+    REQUIRE_MESSAGE(opened.ok(), opened.status().ToString());
+    return {std::move(*report), std::move(opened).value()};
+  }
+
   TempDir dir{"frugalfs-backup"};
   std::vector<std::string> uris;
   VolumeSet volumes;
@@ -245,22 +258,19 @@ TEST_CASE("recover rebuilds the metadata from the newest backup and adopts later
   const uint64_t old_pack = env.meta->get_chunk(ids[0])->pack_id;
   env.meta.reset();  // the gateway's disk is gone
 
-  auto report = recover_metadata(env.recover_options(env.dir.sub("new-meta")));
-  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
-  CHECK(report->backup_id == backup.backup_id);
-  CHECK(report->backups_found == 1);
-  CHECK(report->backups_unusable == 0);
-  CHECK(report->volumes_given == 4);
-  CHECK(report->volumes_missing.empty());
-  CHECK(report->packs_named == 1);
-  CHECK(report->packs_named_lost == 0);
-  CHECK(report->packs_adopted == 1);
-  CHECK(report->chunks_adopted == 1);
-  CHECK(report->fragments_damaged == 0);
+  auto [report, meta] = env.recover_into("new-meta");
+  CHECK(report.backup_id == backup.backup_id);
+  CHECK(report.backups_found == 1);
+  CHECK(report.backups_unusable == 0);
+  CHECK(report.volumes_given == 4);
+  CHECK(report.volumes_missing.empty());
+  CHECK(report.packs_named == 1);
+  CHECK(report.packs_named_lost == 0);
+  CHECK(report.packs_adopted == 1);
+  CHECK(report.chunks_adopted == 1);
+  CHECK(report.fragments_damaged == 0);
 
-  auto meta = MetaStore::open(env.dir.sub("new-meta"));
-  REQUIRE(meta.ok());
-  MetaStore& m = **meta;
+  MetaStore& m = *meta;
   CHECK(m.superblock().fs_id == kFsId);
   CHECK(m.get_chunk(ids[0])->refcount == 1);
   CHECK(m.get_chunk(ids[0])->pack_id == old_pack);
@@ -472,17 +482,14 @@ TEST_CASE("recover replays the flushes written after the backup") {
   flush(env, {}, broken);
   env.meta.reset();
 
-  auto report = recover_metadata(env.recover_options(env.dir.sub("m")));
-  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
-  CHECK(report->backup_id == backup.backup_id);
-  CHECK(report->manifests_replayed == 2);  // later and broken; not lost
-  CHECK(report->files_replayed == 1);
-  CHECK(report->files_found == 1);
-  CHECK(report->writes_skipped == 1);
+  auto [report, meta] = env.recover_into("m");
+  CHECK(report.backup_id == backup.backup_id);
+  CHECK(report.manifests_replayed == 2);  // later and broken; not lost
+  CHECK(report.files_replayed == 1);
+  CHECK(report.files_found == 1);
+  CHECK(report.writes_skipped == 1);
 
-  auto meta = MetaStore::open(env.dir.sub("m"));
-  REQUIRE(meta.ok());
-  MetaStore& m = **meta;
+  MetaStore& m = *meta;
   auto two = m.get_inode(2);
   REQUIRE(two.ok());
   CHECK(two->size == 30000);
@@ -534,21 +541,18 @@ TEST_CASE("recover never gives a replayed new file a number that a later manifes
   flush(env, {c}, first);
   flush(env, {d}, second);
   env.meta.reset();
-  auto report = recover_metadata(env.recover_options(env.dir.sub("m")));
-  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
-  CHECK(report->files_found == 2);
-  CHECK(report->files_replayed == 0);
-  auto meta = MetaStore::open(env.dir.sub("m"));
-  REQUIRE(meta.ok());
-  auto lf = (*meta)->get_dentry(kRootInode, "lost+found");
+  auto [report, meta] = env.recover_into("m");
+  CHECK(report.files_found == 2);
+  CHECK(report.files_replayed == 0);
+  auto lf = meta->get_dentry(kRootInode, "lost+found");
   REQUIRE(lf.ok());
-  auto a = (*meta)->get_dentry(lf->ino, "#90"), b = (*meta)->get_dentry(lf->ino, "#3");
+  auto a = meta->get_dentry(lf->ino, "#90"), b = meta->get_dentry(lf->ino, "#3");
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   CHECK(a->ino != b->ino);
-  CHECK((*meta)->get_inode(a->ino)->size == 3000);
-  CHECK((*meta)->get_inode(b->ino)->size == 4000);
-  CHECK(extents_of(**meta, a->ino).at(0).chunk == sha256(c));
+  CHECK(meta->get_inode(a->ino)->size == 3000);
+  CHECK(meta->get_inode(b->ino)->size == 4000);
+  CHECK(extents_of(*meta, a->ino).at(0).chunk == sha256(c));
 }
 
 TEST_CASE("recover: a chunk whose pack the backup names no more is taken from a later copy") {
@@ -578,24 +582,21 @@ TEST_CASE("recover: a chunk whose pack the backup names no more is taken from a 
   flush(env, {c}, later);
   env.meta.reset();
 
-  auto report = recover_metadata(env.recover_options(env.dir.sub("m")));
-  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
-  CHECK(report->files_found == 1);
-  CHECK(report->chunks_lost == 0);
+  auto [report, meta] = env.recover_into("m");
+  CHECK(report.files_found == 1);
+  CHECK(report.chunks_lost == 0);
   CHECK(!std::filesystem::exists(env.dir.sub("m.recovering")));
-  auto meta = MetaStore::open(env.dir.sub("m"));
-  REQUIRE(meta.ok());
-  auto chunk = (*meta)->get_chunk(ids[0]);
+  auto chunk = meta->get_chunk(ids[0]);
   REQUIRE(chunk.ok());
   CHECK(chunk->pack_id != old_pack);
   CHECK(chunk->refcount == 1);
-  auto pack = (*meta)->get_pack(chunk->pack_id);
+  auto pack = meta->get_pack(chunk->pack_id);
   REQUIRE(pack.ok());
   CHECK(pack->live_bytes == kPackEntryHeaderSize + chunk->stored_len);
   // d has no copy anywhere and nothing names it: its record is gone.
-  CHECK((*meta)->get_chunk(ids[1]).status().code() == ENOENT);
-  CHECK(!*(*meta)->is_garbage(ids[1]));
-  ChunkStore store(**meta, *env.packs, ChunkStoreOptions{});
+  CHECK(meta->get_chunk(ids[1]).status().code() == ENOENT);
+  CHECK(!*meta->is_garbage(ids[1]));
+  ChunkStore store(*meta, *env.packs, ChunkStoreOptions{});
   CHECK(read_chunk(store, ids[0], c.size()) == c);
 }
 
@@ -645,14 +646,11 @@ TEST_CASE("recover leaves a later pack it cannot read in place, and still restor
     for (uint32_t v = 0; v < 4; ++v) env.volumes.get(v)->remove(name).IgnoreError();
   }
   env.meta.reset();
-  auto report = recover_metadata(env.recover_options(env.dir.sub("m")));
-  REQUIRE_MESSAGE(report.ok(), report.status().ToString());
-  CHECK(report->packs_unreadable == 1);
-  CHECK(report->packs_adopted == 0);
+  auto [report, meta] = env.recover_into("m");
+  CHECK(report.packs_unreadable == 1);
+  CHECK(report.packs_adopted == 0);
   CHECK(env.fragments_of(lost_pack).size() == 1);  // recover changes nothing on the volumes
-  auto meta = MetaStore::open(env.dir.sub("m"));
-  REQUIRE(meta.ok());
-  CHECK((*meta)->get_pack(lost_pack).status().code() == ENOENT);
-  ChunkStore store(**meta, *env.packs, ChunkStoreOptions{});
+  CHECK(meta->get_pack(lost_pack).status().code() == ENOENT);
+  ChunkStore store(*meta, *env.packs, ChunkStoreOptions{});
   CHECK(read_chunk(store, ids[0], a.size()) == a);
 }

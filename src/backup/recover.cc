@@ -15,10 +15,8 @@
 //    it rewrote and the extents now holding them, so recent writes come back
 //    (files created after the backup go to /lost+found, named #<inode>).
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -33,6 +31,7 @@
 #include "frugalfs/hash.h"
 #include "frugalfs/erasure.h"
 #include "frugalfs/volume.h"
+#include "util/directory.h"
 
 namespace frugalfs {
 
@@ -523,8 +522,7 @@ Result<RecoverReport> recover_metadata(const RecoverOptions& options) {
   // Everything is built in a directory beside meta_dir and renamed into place
   // once complete and synced: an interrupted recovery leaves nothing that
   // mounts (or that fsck --repair would "clean" of the packs taken in).
-  fs::path target = fs::path(options.meta_dir).lexically_normal();
-  if (!target.has_filename()) target = target.parent_path();
+  const fs::path target = normalized_dir(options.meta_dir);
   const std::string building = target.string() + ".recovering";
   fs::remove_all(building, ec);  // left by an interrupted run
   size_t next = 0;
@@ -541,18 +539,7 @@ Result<RecoverReport> recover_metadata(const RecoverOptions& options) {
     if (!meta.ok()) return meta.status().WithContext(fmt::format("opening the restored database in {}", building));
     return r.adopt(**meta);  // ends with a sync; the store closes here
   }();
-  if (done.ok()) {
-    fs::remove(target, ec);  // only succeeds on an empty directory, which may be replaced
-    fs::rename(building, target, ec);
-    if (ec) done = Errorf(ec.value(), "cannot move {} to {}: {}", building, target.string(), ec.message());
-  }
-  if (done.ok() && target.has_parent_path()) {
-    int fd = ::open(target.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-      if (::fsync(fd) != 0) done = Errorf(errno, "fsync {}", target.parent_path().string());
-      ::close(fd);
-    }
-  }
+  if (done.ok()) done = move_into_place(building, target);
   if (!done.ok()) {
     fs::remove_all(building, ec);
     return done;

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <deque>
 #include <future>
@@ -15,12 +14,11 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <system_error>
-#include <thread>
 #include <unordered_map>
 
 #include "chunk/chunk_cache.h"
 #include "util/little_endian.h"
+#include "util/parallel.h"
 
 namespace frugalfs {
 
@@ -41,30 +39,6 @@ void put_le32(uint8_t* p, uint32_t v) { store_le(p, v); }
 void put_le64(uint8_t* p, uint64_t v) { store_le(p, v); }
 uint32_t get_le32(const uint8_t* p) { return load_le<uint32_t>(p); }
 uint64_t get_le64(const uint8_t* p) { return load_le<uint64_t>(p); }
-
-// Runs fn(0) .. fn(n - 1) on up to one thread per core (this one included);
-// returns when all are done. fn must not throw.
-void parallel_for(size_t n, const std::function<void(size_t)>& fn) {
-  static const size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const size_t threads = std::min(cores, n);
-  if (threads <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
-  };
-  std::vector<std::thread> helpers;
-  helpers.reserve(threads - 1);
-  try {
-    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
-  } catch (const std::system_error&) {
-    // No more threads: the ones started and this one do the work.
-  }
-  work();
-  for (std::thread& h : helpers) h.join();
-}
 
 // Bytes a chunk occupies in its pack: its entry header and stored bytes.
 uint64_t footprint(uint32_t stored_len) { return kPackEntryHeaderSize + uint64_t{stored_len}; }
@@ -417,7 +391,7 @@ Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
   // dedup within the writer depends on it), 3. compress the new ones (in
   // parallel), 4. append them to packs in order.
   std::vector<Sha256> ids(chunks.size());
-  parallel_for(chunks.size(), [&](size_t i) { ids[i] = sha256(chunks[i]); });
+  parallel_for(chunks.size(), core_count(), [&](size_t i) { ids[i] = sha256(chunks[i]); });
   std::vector<size_t> fresh;
   for (size_t i = 0; i < chunks.size(); ++i) {
     FRUGAL_ASSIGN_OR_RETURN(bool is_new, s.is_new(ids[i], chunks[i].size()));
@@ -425,7 +399,7 @@ Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
   }
   std::vector<std::vector<uint8_t>> compressed(fresh.size());
   std::vector<Codec> codecs(fresh.size());
-  parallel_for(fresh.size(), [&](size_t j) {
+  parallel_for(fresh.size(), core_count(), [&](size_t j) {
     codecs[j] = compress_chunk(chunks[fresh[j]], s.store.options.compress_level, compressed[j]);
   });
   for (size_t j = 0; j < fresh.size(); ++j) {

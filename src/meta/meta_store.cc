@@ -32,6 +32,7 @@
 #include "frugalfs/meta.h"
 #include "meta/keys.h"
 #include "meta/records.h"
+#include "util/directory.h"
 
 namespace frugalfs {
 
@@ -428,8 +429,7 @@ Status MetaStore::import(const std::string& dir,
   if (fs::exists(fs::path(dir) / "CURRENT", ec)) return Errorf(EEXIST, "{} already holds a metadata database", dir);
   // Built beside dir and renamed into place once complete and synced, so a
   // failed import never leaves a partial database that would open.
-  fs::path target = fs::path(dir).lexically_normal();
-  if (!target.has_filename()) target = target.parent_path();  // "dir/"
+  const fs::path target = normalized_dir(dir);
   const std::string partial = target.string() + ".import";
   fs::remove_all(partial, ec);
   if (target.has_parent_path()) {
@@ -458,17 +458,7 @@ Status MetaStore::import(const std::string& dir,
     return from_rocksdb(db->Close(), "closing the metadata database");
   };
   Status built = build();
-  if (built.ok()) {
-    fs::remove(target, ec);  // only succeeds on an empty directory, which may be replaced
-    fs::rename(partial, target, ec);
-    if (ec) built = Errorf(ec.value(), "cannot move {} to {}: {}", partial, dir, ec.message());
-  }
-  if (built.ok()) {
-    const std::string parent = target.parent_path().string();
-    int fd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || ::fsync(fd) != 0) built = Errorf(errno, "cannot sync directory {}", parent);
-    if (fd >= 0) ::close(fd);
-  }
+  if (built.ok()) built = move_into_place(partial, target);
   if (!built.ok()) fs::remove_all(partial, ec);
   return built;
 }

@@ -18,11 +18,11 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <thread>
 
 #include "frugalfs/hash.h"
 #include "frugalfs/stripe.h"
 #include "stripe/fragment_format.h"
+#include "util/parallel.h"
 
 namespace frugalfs {
 
@@ -93,21 +93,6 @@ Status check_layout(const PackLayout& l) {
                   l.pack_len, l.fragment_len);
   }
   return Status::Ok();
-}
-
-// Runs fn(0..n-1) on one thread each and waits for all of them. Falls back
-// to the calling thread if no thread can be started.
-template <typename Fn>
-void run_parallel(size_t n, const Fn& fn) {
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  size_t started = 0;
-  try {
-    for (; started + 1 < n; ++started) threads.emplace_back([&fn, started] { fn(started); });
-  } catch (const std::system_error&) {
-  }
-  for (size_t i = started; i < n; ++i) fn(i);
-  for (auto& t : threads) t.join();
 }
 
 // Buffers of finished pack writes, lent to the next ones: fragments are
@@ -415,7 +400,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
                                       {objects[i].bytes.get(), object_size});
     written[i] = put_status[i].ok();
   };
-  run_parallel(n, [&](size_t i) {
+  parallel_for(n, n, [&](size_t i) {  // a thread per fragment: puts wait on I/O
     stripe::FragmentHeader h;
     h.pack_id = pack_id;
     h.index = static_cast<uint8_t>(i);
@@ -444,7 +429,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
         retry.push_back(failed[retry.size()]);
       }
     }
-    run_parallel(retry.size(), [&](size_t r) { put_fragment(retry[r]); });
+    parallel_for(retry.size(), retry.size(), [&](size_t r) { put_fragment(retry[r]); });
     for (size_t i : retry) {
       if (!written[i]) volumes.avoid_for_writes(layout.volumes[i], put_status[i]);
     }
