@@ -141,7 +141,7 @@ Result<uint64_t> FileSystem::open(uint64_t ino, int flags) {
   FRUGAL_ASSIGN_OR_RETURN(InodeRecord r, s.meta->get_inode(ino));
   if (S_ISDIR(r.mode) && (flags & O_ACCMODE) != O_RDONLY) return Errorf(EISDIR, "is a directory");
   FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, s.state_for(ino));
-  s.inodes.add_open(state);
+  if (!s.inodes.add_open(state)) return Errorf(ENOENT, "inode {} was deleted", ino);
   if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && S_ISREG(r.mode)) {
     SetAttrRequest req;
     req.size = 0;
@@ -158,7 +158,10 @@ Result<FileSystem::Created> FileSystem::create(uint64_t parent, std::string_view
                                                uint32_t mode, int flags, const Caller& caller) {
   FRUGAL_ASSIGN_OR_RETURN(Attr attr, mknod(parent, name, S_IFREG | (mode & 07777), 0, caller));
   FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, state_->state_for(attr.ino));
-  state_->inodes.add_open(state);
+  if (!state_->inodes.add_open(state)) {
+    forget(attr.ino, 1);  // the entry never reaches the kernel
+    return Errorf(ENOENT, "'{}' was removed meanwhile", name);
+  }
   return Created{attr, add_handle(*state_, attr.ino, flags & ~O_TRUNC)};
 }
 

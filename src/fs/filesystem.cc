@@ -72,8 +72,19 @@ Attr FileSystem::State::to_attr(const InodeRecord& r, const InodeTable::Ptr& sta
 }
 
 Result<Attr> FileSystem::State::attr_of(uint64_t ino) {
-  FRUGAL_ASSIGN_OR_RETURN(InodeRecord record, meta->get_inode(ino));
-  return to_attr(record, inodes.find(ino));
+  InodeTable::Ptr state = inodes.find(ino);
+  auto record = meta->get_inode(ino);
+  if (!record.ok() && record.status().code() == ENOENT && state) {
+    // Deleted by an unlink while the kernel still references it.
+    std::unique_lock lock(state->mu);
+    if (state->removed) {
+      InodeRecord removed = *state->removed;
+      lock.unlock();
+      return to_attr(removed, state);
+    }
+  }
+  if (!record.ok()) return record.status();
+  return to_attr(*record, state);
 }
 
 Result<Attr> FileSystem::State::attr_with_lookup(const InodeRecord& record) {
@@ -108,6 +119,11 @@ Status FileSystem::State::purge_if_unreferenced(uint64_t ino) {
   if (inodes.referenced(ino)) return Status::Ok();
   if (InodeTable::Ptr state = inodes.find(ino)) {
     std::unique_lock lock(state->mu);
+    if (state->deleted) {  // by the unlink (or by another purge)
+      lock.unlock();
+      inodes.evict_if_idle(ino);
+      return Status::Ok();
+    }
     state->wait_idle(lock);
     auto record = meta->get_inode(ino);
     if (record.ok() && record->nlink > 0) {

@@ -5,6 +5,7 @@
 #include "frugalfs/fs.h"
 
 #include <doctest/doctest.h>
+#include <fmt/core.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
@@ -15,6 +16,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -705,6 +708,41 @@ TEST_CASE("an unlinked open file stays readable until release, then is deleted")
   }
 }
 
+TEST_CASE("an unlinked file that is looked up but not open is deleted at once") {
+  for (bool flushed : {true, false}) {
+    INFO((flushed ? "flushed" : "unflushed"));
+    Fx fx;
+    std::mt19937_64 rng(15);
+    auto data = random_bytes(rng, 1 << 20);
+    auto c = fx.fs->create(kRoot, "gone", 0644, O_RDWR, kUser);
+    REQUIRE(c.ok());
+    const uint64_t ino = c->attr.ino;
+    fx.write(ino, c->fh, 0, data);
+    REQUIRE(fx.fs->release(ino, c->fh).ok());  // the lookup of create stays
+    if (flushed) {
+      fx.flush_collect();
+      CHECK(fx.usage().chunks > 0);
+    }
+    REQUIRE(fx.fs->unlink(kRoot, "gone").ok());
+    // Its data is released before the kernel forgets the inode ...
+    fx.flush_collect();
+    CHECK(fx.usage().chunks == 0);
+    CHECK(fx.usage().packs == 0);
+    // ... while getattr still answers as for any unlinked inode ...
+    auto attr = fx.fs->getattr(ino);
+    REQUIRE_MESSAGE(attr.ok(), attr.status().ToString());
+    CHECK(attr->nlink == 0);
+    CHECK(attr->size == data.size());
+    // ... and nothing can open it again (an open racing the unlink).
+    CHECK(fx.fs->open(ino, O_RDONLY).status().code() == ENOENT);
+    CHECK(fx.fs->write(ino, 0, 0, as_bytes("late")).status().code() == ESTALE);
+    fx.fs->forget(ino, 1);
+    CHECK(fx.fs->getattr(ino).status().code() == ENOENT);
+    fx.close();
+    check_invariants(fx.meta, fx.vols);
+  }
+}
+
 TEST_CASE("a file unlinked while open at shutdown is deleted at the next open") {
   Fx fx;
   std::mt19937_64 rng(6);
@@ -1019,6 +1057,73 @@ TEST_CASE("reads, writes and truncates race with background flushes") {
   REQUIRE(fx.contents(ino) == ref);
   fx.close();
   check_invariants(fx.meta, fx.vols);
+}
+
+TEST_CASE("setattr, unlink and flushes of other files together never deadlock") {
+  // setattr holds its inode's lock while it waits for the metadata
+  // transaction; a flush takes the inode table's lock and then each dirty
+  // inode's lock. An unlink that consulted the inode table inside its
+  // transaction closed a cycle of the three.
+  Fx fx;
+  std::mt19937_64 rng(77);
+  auto c = fx.fs->create(kRoot, "busy", 0644, O_RDWR, kUser);
+  REQUIRE(c.ok());
+  const uint64_t ino = c->attr.ino, fh = c->fh;
+  const auto piece = random_bytes(rng, 4096);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::atomic<int> finished{0};
+  // Two of them: each setattr ends by taking the table's lock and then the
+  // inode's (to evict an idle state) while the other holds the inode's.
+  auto chmods = [&] {
+    for (uint32_t i = 0; !stop; ++i) {
+      SetAttrRequest r;
+      r.mode = 0600 | (i & 044);
+      if (!fx.fs->setattr(ino, r).ok()) ++bad;
+    }
+    ++finished;
+  };
+  std::thread chmods1(chmods), chmods2(chmods);
+  std::thread unlinks([&] {
+    for (int i = 0; !stop; ++i) {
+      const std::string name = "u" + std::to_string(i % 50);
+      auto f = fx.fs->create(kRoot, name, 0644, O_RDWR, kUser);
+      if (!f.ok()) {
+        ++bad;
+        continue;
+      }
+      if (!fx.fs->release(f->attr.ino, f->fh).ok()) ++bad;
+      if (!fx.fs->unlink(kRoot, name).ok()) ++bad;  // the kernel still holds a lookup
+      fx.fs->forget(f->attr.ino, 1);
+    }
+    ++finished;
+  });
+  std::thread flushes([&] {
+    for (uint64_t i = 0; !stop; ++i) {
+      if (!fx.fs->write(ino, fh, (i % 64) * 4096, piece).ok()) ++bad;
+      if (!fx.fs->TEST_flush_and_collect().ok()) ++bad;
+    }
+    ++finished;
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  stop = true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (finished < 4 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (finished < 4) {
+    // The threads hold each other's locks: nothing can be cleaned up.
+    fmt::print(stderr, "deadlock: {} of 4 threads finished\n", finished.load());
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+  chmods1.join();
+  chmods2.join();
+  unlinks.join();
+  flushes.join();
+  CHECK(bad == 0);
+  REQUIRE(fx.fs->release(ino, fh).ok());
+  fx.fs->forget(ino, 1);
 }
 
 TEST_CASE("unflushed data of deleted or truncated files leaves the write budget") {

@@ -21,12 +21,16 @@ InodeTable::Ptr InodeTable::find(uint64_t ino) const {
 
 void InodeTable::add_lookup(const Ptr& state, uint64_t n) {
   std::lock_guard lock(mu_);
+  std::lock_guard state_lock(state->mu);
   state->lookups += n;
 }
 
-void InodeTable::add_open(const Ptr& state) {
+bool InodeTable::add_open(const Ptr& state) {
   std::lock_guard lock(mu_);
+  std::lock_guard state_lock(state->mu);
+  if (state->deleted) return false;
   ++state->opens;
+  return true;
 }
 
 bool InodeTable::drop_lookups(uint64_t ino, uint64_t n) {
@@ -34,6 +38,7 @@ bool InodeTable::drop_lookups(uint64_t ino, uint64_t n) {
   auto it = states_.find(ino);
   if (it == states_.end()) return true;
   InodeState& s = *it->second;
+  std::lock_guard state_lock(s.mu);
   s.lookups -= std::min(s.lookups, n);
   return s.lookups == 0 && s.opens == 0;
 }
@@ -43,6 +48,7 @@ bool InodeTable::drop_open(uint64_t ino) {
   auto it = states_.find(ino);
   if (it == states_.end()) return true;
   InodeState& s = *it->second;
+  std::lock_guard state_lock(s.mu);
   if (s.opens > 0) --s.opens;
   return s.lookups == 0 && s.opens == 0;
 }

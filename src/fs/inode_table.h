@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "frugalfs/meta.h"
 #include "frugalfs/status.h"
 #include "fs/dirty_ranges.h"
 
@@ -24,8 +25,10 @@ namespace frugalfs {
 struct InodeState {
   std::mutex mu;                // guards everything below
   std::condition_variable idle; // notified when a flush of this inode ends
-  uint64_t lookups = 0;         // also guarded by InodeTable::mu_
-  uint32_t opens = 0;           // also guarded by InodeTable::mu_
+  // Changed under both InodeTable::mu_ and mu, so either lock keeps them
+  // still (an unlink holds mu to decide whether it may delete at once).
+  uint64_t lookups = 0;
+  uint32_t opens = 0;
   uint64_t size = 0;            // the file's size, including unflushed writes
   DirtyRanges dirty;            // written since the last flush began
   DirtyRanges flushing;         // being flushed now (read-only meanwhile)
@@ -35,6 +38,9 @@ struct InodeState {
   int64_t dirty_since_ns = 0;   // when dirty became non-empty
   uint64_t write_seq = 0;       // bumped by every write and setattr
   bool deleted = false;         // purged: drop every later write
+  // The record as it was deleted, when an unlink deleted the inode while the
+  // kernel still held lookups: getattr answers from it until the FORGET.
+  std::optional<InodeRecord> removed;
 
   // Waits until no flush of this inode is in progress.
   void wait_idle(std::unique_lock<std::mutex>& lock) {
@@ -51,7 +57,8 @@ class InodeTable {
   Ptr find(uint64_t ino) const;
 
   void add_lookup(const Ptr& state, uint64_t n = 1);
-  void add_open(const Ptr& state);
+  // False (and no open counted) when the inode was deleted meanwhile.
+  [[nodiscard]] bool add_open(const Ptr& state);
   // Return true when the inode is left with no lookups and no opens.
   bool drop_lookups(uint64_t ino, uint64_t n);
   bool drop_open(uint64_t ino);

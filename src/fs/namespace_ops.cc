@@ -86,9 +86,12 @@ Result<InodeRecord> create_node(FileSystem::State& s, uint64_t parent, std::stri
 }
 
 // Drops one link of `child` (named in a directory that is being changed in
-// txn). Returns true when the inode is left without links.
-Result<bool> unlink_inode(FileSystem::State& s, MetaStore::Txn& txn, InodeRecord child,
-                          int64_t now) {
+// txn). When that was its last link, the inode is deleted in txn if
+// delete_now, or else kept as an orphan that purge_if_unreferenced deletes
+// once nothing references it. Returns true when the inode is left without
+// links.
+Result<bool> unlink_inode(FileSystem::State& s, MetaStore::Txn& txn, InodeRecord& child,
+                          int64_t now, bool delete_now) {
   bool gone;
   if (S_ISDIR(child.mode)) {
     child.nlink = 0;
@@ -98,18 +101,13 @@ Result<bool> unlink_inode(FileSystem::State& s, MetaStore::Txn& txn, InodeRecord
     gone = child.nlink == 0;
   }
   child.ctime_ns = now;
-  if (!gone) {
-    txn.put_inode(child);
-    return false;
-  }
-  if (s.inodes.find(child.ino)) {
-    // Still referenced by the kernel or open: deleted at the last release.
-    txn.put_inode(child);
-    txn.put_orphan(child.ino);
-  } else {
+  if (gone && delete_now) {
     FRUGAL_TRY(s.delete_inode_contents(txn, child.ino));
+  } else {
+    txn.put_inode(child);
+    if (gone) txn.put_orphan(child.ino);
   }
-  return true;
+  return gone;
 }
 
 }  // namespace
@@ -163,14 +161,24 @@ Result<Attr> FileSystem::link(uint64_t ino, uint64_t new_parent, std::string_vie
   return state_->attr_with_lookup(r);
 }
 
+// An unlink deletes the inode at once when nothing but the kernel's lookups
+// references it (no open handle, no flush of it in progress): one transaction
+// instead of two (unlink, then delete at the FORGET). The inode's in-memory
+// state is locked before the transaction begins (the lock order), so the
+// child is looked up first and looked up again inside the transaction.
+// Directories stay until the FORGET: a process may still stand in one.
 static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_view name,
                            bool want_dir) {
-  uint64_t child_ino = 0;
-  bool gone = false;
-  {
+  for (;;) {
+    FRUGAL_ASSIGN_OR_RETURN(DirEntry seen, s.meta->get_dentry(parent, name));
+    InodeTable::Ptr state = s.inodes.find(seen.ino);
+    std::unique_lock<std::mutex> state_lock;
+    if (state) state_lock = std::unique_lock(state->mu);
+
     auto txn = s.meta->begin();
     FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, directory(*txn, parent));
     FRUGAL_ASSIGN_OR_RETURN(DirEntry entry, txn->get_dentry(parent, name));
+    if (entry.ino != seen.ino) continue;  // replaced meanwhile: lock the new one
     FRUGAL_ASSIGN_OR_RETURN(InodeRecord child, txn->get_inode(entry.ino));
     if (want_dir && !S_ISDIR(child.mode)) return Errorf(ENOTDIR, "'{}' is not a directory", name);
     if (!want_dir && S_ISDIR(child.mode)) return Errorf(EISDIR, "'{}' is a directory", name);
@@ -178,17 +186,34 @@ static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_vi
       FRUGAL_ASSIGN_OR_RETURN(bool empty, txn->dir_empty(child.ino));
       if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", name);
     }
+    const bool delete_now =
+        !S_ISDIR(child.mode) && (!state || (state->opens == 0 && !state->flushing_active));
     const int64_t now = fs_now_ns();
     FRUGAL_TRY(txn->delete_dentry(parent, name));
     touch_dir(dir, now);
     if (want_dir) --dir.nlink;
     txn->put_inode(dir);
-    FRUGAL_ASSIGN_OR_RETURN(gone, unlink_inode(s, *txn, child, now));
+    FRUGAL_ASSIGN_OR_RETURN(bool gone, unlink_inode(s, *txn, child, now, delete_now));
     FRUGAL_TRY(txn->commit());
-    child_ino = child.ino;
+    txn.reset();
+    if (!gone) return Status::Ok();
+    if (delete_now) {
+      if (state) {
+        // Deleted under the kernel's lookups: no open can start any more
+        // (add_open refuses), unflushed bytes are dropped, and getattr
+        // answers from the last record until the FORGET.
+        state->deleted = true;
+        state->removed = child;
+        const uint64_t dropped = state->dirty.bytes();
+        state->dirty.clear();
+        state_lock.unlock();
+        if (dropped) s.account_dirty(-static_cast<int64_t>(dropped));
+      }
+      return Status::Ok();
+    }
+    if (state_lock.owns_lock()) state_lock.unlock();
+    return s.purge_if_unreferenced(child.ino);
   }
-  if (gone) FRUGAL_TRY(s.purge_if_unreferenced(child_ino));
-  return Status::Ok();
 }
 
 Status FileSystem::unlink(uint64_t parent, std::string_view name) {
@@ -271,7 +296,10 @@ Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
           --to_dir.nlink;
         }
         FRUGAL_TRY(txn->delete_dentry(new_parent, new_name));
-        FRUGAL_ASSIGN_OR_RETURN(replaced_gone, unlink_inode(s, *txn, victim, now));
+        // Kept as an orphan, deleted below if nothing references it (its
+        // state could not be locked before the transaction).
+        FRUGAL_ASSIGN_OR_RETURN(replaced_gone,
+                                unlink_inode(s, *txn, victim, now, /*delete_now=*/false));
         replaced_ino = victim.ino;
       }
       FRUGAL_TRY(txn->delete_dentry(parent, name));
