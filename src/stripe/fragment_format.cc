@@ -1,9 +1,9 @@
 #include "stripe/fragment_format.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cstring>
+
+#include "frugalfs/hash.h"
 
 namespace frugalfs::stripe {
 namespace {
@@ -32,7 +32,7 @@ uint64_t get_le(const uint8_t* p, int bytes) {
   return v;
 }
 
-uint64_t block_checksum(const uint8_t* p, size_t n) { return XXH3_64bits(p, n); }
+uint64_t block_checksum(const uint8_t* p, size_t n) { return xxh3_64({p, n}); }
 
 }  // namespace
 
@@ -47,7 +47,7 @@ uint64_t seal_fragment(const FragmentHeader& fields, std::span<uint8_t> object) 
     uint64_t n = std::min<uint64_t>(fields.block_size, fields.fragment_len - start);
     put_le(table + 8 * b, block_checksum(data + start, n), 8);
   }
-  const uint64_t table_checksum = XXH3_64bits(table, 8 * blocks);
+  const uint64_t table_checksum = xxh3_64({table, 8 * blocks});
 
   uint8_t* h = object.data();
   std::memset(h, 0, kFragmentHeaderSize);
@@ -63,7 +63,7 @@ uint64_t seal_fragment(const FragmentHeader& fields, std::span<uint8_t> object) 
   put_le(h + kOffPackLen, fields.pack_len, 8);
   put_le(h + kOffFragmentLen, fields.fragment_len, 8);
   put_le(h + kOffTableChecksum, table_checksum, 8);
-  put_le(h + kOffHeaderChecksum, XXH3_64bits(h, kOffHeaderChecksum), 8);
+  put_le(h + kOffHeaderChecksum, xxh3_64({h, kOffHeaderChecksum}), 8);
   return table_checksum;
 }
 
@@ -76,7 +76,7 @@ Result<FragmentHeader> parse_header(std::span<const uint8_t> bytes) {
   if (std::memcmp(h + kOffMagic, kFragmentMagic, sizeof kFragmentMagic) != 0) {
     return Status::Error(EINVAL, "not a frugalfs fragment (bad magic)");
   }
-  if (get_le(h + kOffHeaderChecksum, 8) != XXH3_64bits(h, kOffHeaderChecksum)) {
+  if (get_le(h + kOffHeaderChecksum, 8) != xxh3_64({h, kOffHeaderChecksum})) {
     return Status::Error(EINVAL, "fragment header checksum mismatch");
   }
   uint64_t version = get_le(h + kOffVersion, 4);
@@ -125,7 +125,7 @@ Result<std::shared_ptr<const ChecksumTable>> parse_checksum_table(std::span<cons
                   bytes.size() - kFragmentHeaderSize, 8 * blocks);
   }
   const uint8_t* table = bytes.data() + kFragmentHeaderSize;
-  const uint64_t sum = XXH3_64bits(table, 8 * blocks);
+  const uint64_t sum = xxh3_64({table, 8 * blocks});
   if (sum != header.table_checksum) {
     return Status::Error(EINVAL, "fragment checksum table does not match its header");
   }

@@ -1,7 +1,17 @@
 #include "frugalfs/hash.h"
 
 #include <openssl/sha.h>
+// On x86 the dispatching entry point picks the widest vector unit of this
+// CPU at run time (AVX2/AVX-512: about 3x the SSE2 code that the plain
+// XXH3_64bits of Debian's generic x86-64 build runs); the hash is the same.
+#if defined(__x86_64__) || defined(__i386__)
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
+#define FRUGAL_XXH3_64 XXH3_64bits_dispatch
+#else
 #include <xxhash.h>
+#define FRUGAL_XXH3_64 XXH3_64bits
+#endif
 
 namespace frugalfs {
 
@@ -12,7 +22,7 @@ Sha256 sha256(std::span<const uint8_t> data) {
 }
 
 uint64_t xxh3_64(std::span<const uint8_t> data) {
-  return XXH3_64bits(data.data(), data.size());
+  return FRUGAL_XXH3_64(data.data(), data.size());
 }
 
 std::string to_hex(std::span<const uint8_t> bytes) {
