@@ -8,15 +8,41 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "frugalfs/hash.h"
 
 namespace frugalfs {
 
+// An allocator whose default-constructed elements are left uninitialised: a
+// chunk's buffer is read or decompressed over in full right after it is
+// made, so zero-filling it first would only cost a pass over the bytes.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+// A chunk's bytes.
+using ChunkBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
+
 class ChunkCache {
  public:
-  using Data = std::shared_ptr<const std::vector<uint8_t>>;
+  using Data = std::shared_ptr<const ChunkBytes>;
 
   explicit ChunkCache(uint64_t capacity_bytes) : capacity_(capacity_bytes) {}
 

@@ -105,13 +105,20 @@ struct ChunkStore::State {
   std::mutex mu;  // guards the members below
   std::set<uint64_t> packs_losing_bytes;  // candidates for deletion/compaction
   Counters counters;
+  // Layouts of packs read lately. A pack id is never reused and a pack's
+  // layout never changes, so an entry cannot go stale; emptied when full.
+  static constexpr size_t kLayoutCacheEntries = 4096;
+  std::unordered_map<uint64_t, std::shared_ptr<const PackLayout>> layouts;
+
+  // The layout of a pack, from the cache or the metadata.
+  Result<std::shared_ptr<const PackLayout>> pack_layout(uint64_t pack_id);
 
   void log(std::string_view line) const {
     if (options.log) options.log(line);
   }
 
   // Reads, verifies and decompresses a chunk, not through the cache.
-  Result<std::shared_ptr<const std::vector<uint8_t>>> load(const Sha256& id);
+  Result<ChunkCache::Data> load(const Sha256& id);
 
   // Moves the live chunks of one pack into new packs; copy, commit, delete.
   Status compact(uint64_t pack_id);
@@ -120,33 +127,46 @@ struct ChunkStore::State {
   Status delete_empty_pack(uint64_t pack_id);
 };
 
-Result<std::shared_ptr<const std::vector<uint8_t>>> ChunkStore::State::load(const Sha256& id) {
+Result<std::shared_ptr<const PackLayout>> ChunkStore::State::pack_layout(uint64_t pack_id) {
+  {
+    std::lock_guard lock(mu);
+    if (auto it = layouts.find(pack_id); it != layouts.end()) return it->second;
+  }
+  FRUGAL_ASSIGN_OR_RETURN(PackRecord pack, meta.get_pack(pack_id));
+  auto layout = std::make_shared<const PackLayout>(std::move(pack.layout));
+  std::lock_guard lock(mu);
+  if (layouts.size() >= kLayoutCacheEntries) layouts.clear();
+  layouts.emplace(pack_id, layout);
+  return layout;
+}
+
+Result<ChunkCache::Data> ChunkStore::State::load(const Sha256& id) {
   // A compaction may move the chunk between reading its record and reading
   // its pack (and then delete the old pack): one retry with a fresh record.
   Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto chunk = meta.get_chunk(id);
     if (!chunk.ok()) return chunk.status().WithContext(fmt::format("chunk {}", chunk_name(id)));
-    auto pack = meta.get_pack(chunk->pack_id);
-    if (!pack.ok()) {
-      last = pack.status();
+    auto layout = pack_layout(chunk->pack_id);
+    if (!layout.ok()) {
+      last = layout.status();
       continue;
     }
-    auto raw = std::make_shared<std::vector<uint8_t>>(chunk->raw_len);
+    auto raw = std::make_shared<ChunkBytes>(chunk->raw_len);
     // A raw chunk is read straight into its result; a compressed one into a
-    // buffer that is never zero-filled.
+    // buffer; neither is zero-filled first.
     const bool is_raw = chunk->codec == Codec::kRaw && chunk->stored_len == chunk->raw_len;
     std::unique_ptr<uint8_t[]> buffer;
     if (!is_raw) buffer = std::make_unique_for_overwrite<uint8_t[]>(chunk->stored_len);
     std::span<uint8_t> stored = is_raw ? std::span<uint8_t>(*raw) : std::span(buffer.get(), chunk->stored_len);
-    last = packs.read(pack->layout, chunk->offset, stored);
+    last = packs.read(**layout, chunk->offset, stored);
     if (!last.ok()) continue;
     if (xxh3_64(stored) != chunk->checksum) {
       last = Errorf(EIO, "stored bytes fail their checksum");
       continue;
     }
     if (!is_raw) last = decompress_chunk(chunk->codec, stored, *raw);
-    if (last.ok()) return std::shared_ptr<const std::vector<uint8_t>>(std::move(raw));
+    if (last.ok()) return ChunkCache::Data(std::move(raw));
   }
   return Errorf(last.code() ? last.code() : EIO, "chunk {}: {}", chunk_name(id), last.message());
 }

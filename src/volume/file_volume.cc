@@ -175,6 +175,7 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
   if (close_rc != 0 && errno != EINTR) return fail(errno, "close");
   const std::string path = fmt::format("{}/{}", dir, name);
   if (io_.rename(tmp.c_str(), path.c_str()) != 0) return fail(errno, "rename into place");
+  forget_fd(name);  // a descriptor of the file it replaced
   // The object is in place; without this fsync the rename could be lost.
   if (int err = fsync_dir(dir); err != 0) {
     return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, dir);
@@ -182,16 +183,58 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
   return Status::Ok();
 }
 
+FileVolume::ReadFd::~ReadFd() { ::close(fd); }  // read-only: a close error cannot lose data
+
+std::shared_ptr<const FileVolume::ReadFd> FileVolume::cached_fd(std::string_view name) {
+  std::lock_guard lock(fds_mu_);
+  for (auto it = fds_.begin(); it != fds_.end(); ++it) {
+    if (it->first != name) continue;
+    fds_.splice(fds_.begin(), fds_, it);
+    return it->second;
+  }
+  return nullptr;
+}
+
+void FileVolume::remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd) {
+  std::shared_ptr<const ReadFd> evicted;  // closed outside the lock
+  std::lock_guard lock(fds_mu_);
+  for (const auto& entry : fds_) {
+    if (entry.first == name) return;  // another reader opened it meanwhile
+  }
+  fds_.emplace_front(std::string(name), std::move(fd));
+  if (fds_.size() > kReadFds) {
+    evicted = std::move(fds_.back().second);
+    fds_.pop_back();
+  }
+}
+
+void FileVolume::forget_fd(std::string_view name) {
+  std::shared_ptr<const ReadFd> dropped;
+  std::lock_guard lock(fds_mu_);
+  for (auto it = fds_.begin(); it != fds_.end(); ++it) {
+    if (it->first != name) continue;
+    dropped = std::move(it->second);
+    fds_.erase(it);
+    return;
+  }
+}
+
 Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::span<uint8_t> out) {
   if (!valid_object_name(name))
     return Errorf(EINVAL, "{}: read: invalid object name '{}'", uri_, name);
-  const std::string path = fmt::format("{}/{}", object_dir(name), name);
-  int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) return Errorf(ENOENT, "{}: read {}: no such object", uri_, name);
-    return Errorf(err, "{}: read {}: open", uri_, name);
+  std::shared_ptr<const ReadFd> file = cached_fd(name);
+  if (!file) {
+    const std::string path = fmt::format("{}/{}", object_dir(name), name);
+    int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == ENOENT) return Errorf(ENOENT, "{}: read {}: no such object", uri_, name);
+      return Errorf(err, "{}: read {}: open", uri_, name);
+    }
+    file = std::make_shared<const ReadFd>(fd);
+    remember_fd(name, file);
   }
+  const int fd = file->fd;
   // Offsets beyond what off_t can express are beyond the end of any object.
   constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
   size_t want = 0;
@@ -203,13 +246,12 @@ Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::spa
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
-      ::close(fd);
+      forget_fd(name);
       return Errorf(err, "{}: read {}: at offset {}", uri_, name, offset + done);
     }
     if (n == 0) break;  // end of the object
     done += static_cast<size_t>(n);
   }
-  ::close(fd);  // read-only: a close error cannot lose data
   return done;
 }
 
@@ -218,10 +260,12 @@ Status FileVolume::remove(std::string_view name) {
     return Errorf(EINVAL, "{}: remove: invalid object name '{}'", uri_, name);
   const std::string dir = object_dir(name);
   const std::string path = fmt::format("{}/{}", dir, name);
-  if (io_.unlink(path.c_str()) != 0) {
-    int err = errno;
-    if (err == ENOENT) return Errorf(ENOENT, "{}: remove {}: no such object", uri_, name);
-    return Errorf(err, "{}: remove {}", uri_, name);
+  const int unlinked = io_.unlink(path.c_str());
+  const int unlink_errno = errno;
+  forget_fd(name);  // also when it was gone already
+  if (unlinked != 0) {
+    if (unlink_errno == ENOENT) return Errorf(ENOENT, "{}: remove {}: no such object", uri_, name);
+    return Errorf(unlink_errno, "{}: remove {}", uri_, name);
   }
   if (int err = fsync_dir(dir); err != 0) {
     return Errorf(err, "{}: remove {}: fsync directory {}", uri_, name, dir);

@@ -1,17 +1,21 @@
 // The file:// volume backend: one object per file in a local directory.
 // The on-disk layout is described in doc/volume-format.md.
 //
-// Thread-safety: all methods may be called concurrently. A FileVolume holds
-// no open descriptors between calls (the daemon has a hard limit on open
-// files), and no mutable state other than an atomic temp-name counter.
+// Thread-safety: all methods may be called concurrently. Between calls a
+// FileVolume holds at most kReadFds descriptors, of the objects read last
+// (the daemon has a hard limit on open files, so never one per object).
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "frugalfs/volume.h"
 
@@ -77,9 +81,27 @@ class FileVolume : public Volume {
   // survive a power loss. Returns 0 or an errno value.
   int fsync_dir(const std::string& dir);
 
+  // An open descriptor of an object, closed when the last user drops it.
+  struct ReadFd {
+    explicit ReadFd(int f) : fd(f) {}
+    ~ReadFd();
+    ReadFd(const ReadFd&) = delete;
+    ReadFd& operator=(const ReadFd&) = delete;
+    const int fd;
+  };
+  // Reads of a pack's fragment come in runs of chunks: the objects read
+  // last stay open, so a run opens its file once and keeps the kernel's
+  // readahead going. A put or remove of a name forgets its descriptor.
+  static constexpr size_t kReadFds = 8;
+  std::shared_ptr<const ReadFd> cached_fd(std::string_view name);
+  void remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd);
+  void forget_fd(std::string_view name);
+
   const std::string root_;
   const std::string uri_;
   FileIo& io_;
+  std::mutex fds_mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const ReadFd>>> fds_;  // most recent first
 };
 
 }  // namespace frugalfs

@@ -206,6 +206,40 @@ TEST_CASE("FileVolume honours the volume contract and leaves no temp files") {
   CHECK(fs::file_size(expected) == 4);
 }
 
+static size_t open_descriptors() {
+  return static_cast<size_t>(std::distance(fs::directory_iterator("/proc/self/fd"),
+                                           fs::directory_iterator{}));
+}
+
+TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or removed object is "
+          "not read through them") {
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
+  const size_t before = open_descriptors();
+  for (int i = 0; i < 100; ++i) {
+    const std::string name = fmt::format("obj{}", i);
+    REQUIRE(v->put(name, bytes_of(name)).ok());
+    std::vector<uint8_t> out(16);
+    auto n = v->read(name, 0, out);
+    REQUIRE(n.ok());
+    CHECK(std::string(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(*n)) == name);
+  }
+  CHECK(open_descriptors() <= before + 8);
+
+  // The object read last is replaced by a put, then removed: each read sees
+  // what the name holds now, not the file a kept descriptor still names.
+  std::vector<uint8_t> out(16);
+  REQUIRE(v->read("obj99", 0, out).ok());
+  REQUIRE(v->put("obj99", bytes_of("replaced")).ok());
+  auto n = v->read("obj99", 0, out);
+  REQUIRE(n.ok());
+  CHECK(std::string(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(*n)) == "replaced");
+  REQUIRE(v->remove("obj99").ok());
+  CHECK(v->read("obj99", 0, out).status().code() == ENOENT);
+  v.reset();
+  CHECK(open_descriptors() == before);
+}
+
 TEST_CASE("MemoryVolume: concurrent puts") {
   MemoryVolume v;
   check_concurrent_puts(v);
