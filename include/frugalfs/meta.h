@@ -221,6 +221,8 @@ class MetaStore::Txn : public MetaReader {
   void put_dentry(uint64_t parent, const DirEntry& entry);
   // Removes the entry (and its readdir-order key). ENOENT if absent.
   Status delete_dentry(uint64_t parent, std::string_view name);
+  // The same for an entry just read in this Txn (no second read).
+  void delete_dentry(uint64_t parent, const DirEntry& entry);
   void put_extent(uint64_t ino, const Extent& extent);
   void delete_extent(uint64_t ino, const Extent& extent);
   void put_chunk(const ChunkRecord& chunk);

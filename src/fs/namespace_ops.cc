@@ -189,7 +189,7 @@ static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_vi
     const bool delete_now =
         !S_ISDIR(child.mode) && (!state || (state->opens == 0 && !state->flushing_active));
     const int64_t now = fs_now_ns();
-    FRUGAL_TRY(txn->delete_dentry(parent, name));
+    txn->delete_dentry(parent, entry);
     touch_dir(dir, now);
     if (want_dir) --dir.nlink;
     txn->put_inode(dir);
@@ -295,14 +295,14 @@ Status FileSystem::rename(uint64_t parent, std::string_view name, uint64_t new_p
           if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", new_name);
           --to_dir.nlink;
         }
-        FRUGAL_TRY(txn->delete_dentry(new_parent, new_name));
+        txn->delete_dentry(new_parent, *target);
         // Kept as an orphan, deleted below if nothing references it (its
         // state could not be locked before the transaction).
         FRUGAL_ASSIGN_OR_RETURN(replaced_gone,
                                 unlink_inode(s, *txn, victim, now, /*delete_now=*/false));
         replaced_ino = victim.ino;
       }
-      FRUGAL_TRY(txn->delete_dentry(parent, name));
+      txn->delete_dentry(parent, entry);
       txn->put_dentry(new_parent, DirEntry{std::string(new_name), child.ino, child.mode & S_IFMT,
                                            s.meta->allocate_cookie()});
       if (S_ISDIR(child.mode) && !same_dir) {

@@ -507,9 +507,13 @@ void MetaStore::Txn::put_dentry(uint64_t parent, const DirEntry& entry) {
 
 Status MetaStore::Txn::delete_dentry(uint64_t parent, std::string_view name) {
   FRUGAL_ASSIGN_OR_RETURN(DirEntry old, get_dentry(parent, name));
-  state_->del(keys::dentry(parent, name));
-  state_->del(keys::readdir(parent, old.cookie));
+  delete_dentry(parent, old);
   return Status::Ok();
+}
+
+void MetaStore::Txn::delete_dentry(uint64_t parent, const DirEntry& entry) {
+  state_->del(keys::dentry(parent, entry.name));
+  state_->del(keys::readdir(parent, entry.cookie));
 }
 
 void MetaStore::Txn::put_extent(uint64_t ino, const Extent& extent) {
