@@ -189,6 +189,8 @@ class FileSystem {
   // Flushes every buffered write and runs garbage collection now (tests and
   // admin tools; the background thread does this on its own schedule).
   Status TEST_flush_and_collect();
+  // Unflushed bytes counted against the write budget.
+  uint64_t TEST_dirty_bytes();
 
   struct State;  // the implementation's (src/fs/fs_state.h)
 

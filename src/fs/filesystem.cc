@@ -290,4 +290,9 @@ Status FileSystem::TEST_flush_and_collect() {
   return state_->chunks->collect();
 }
 
+uint64_t FileSystem::TEST_dirty_bytes() {
+  std::lock_guard lock(state_->dirty_mu);
+  return state_->dirty_bytes;
+}
+
 }  // namespace frugalfs

@@ -67,12 +67,17 @@ void InodeTable::evict_if_idle(uint64_t ino) {
   if (s.lookups > 0 || s.opens > 0) return;
   std::lock_guard state_lock(s.mu);
   if (!s.dirty.empty() || s.flushing_active) return;
+  s.detached = true;
   states_.erase(it);
 }
 
 void InodeTable::erase(uint64_t ino) {
   std::lock_guard lock(mu_);
-  states_.erase(ino);
+  auto it = states_.find(ino);
+  if (it == states_.end()) return;
+  std::lock_guard state_lock(it->second->mu);
+  it->second->detached = true;
+  states_.erase(it);
 }
 
 std::vector<std::pair<uint64_t, InodeTable::Ptr>> InodeTable::dirty_states() const {

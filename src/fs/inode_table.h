@@ -38,6 +38,7 @@ struct InodeState {
   int64_t dirty_since_ns = 0;   // when dirty became non-empty
   uint64_t write_seq = 0;       // bumped by every write and setattr
   bool deleted = false;         // purged: drop every later write
+  bool detached = false;        // no longer in the table (set under both locks)
   // The record as it was deleted, when an unlink deleted the inode while the
   // kernel still held lookups: getattr answers from it until the FORGET.
   std::optional<InodeRecord> removed;

@@ -164,16 +164,18 @@ Result<Attr> FileSystem::link(uint64_t ino, uint64_t new_parent, std::string_vie
 // An unlink deletes the inode at once when nothing but the kernel's lookups
 // references it (no open handle, no flush of it in progress): one transaction
 // instead of two (unlink, then delete at the FORGET). The inode's in-memory
-// state is locked before the transaction begins (the lock order), so the
-// child is looked up first and looked up again inside the transaction.
+// state is taken (made if absent: every open goes through it) and locked
+// before the transaction begins (the lock order), so the child is looked up
+// first and looked up again inside the transaction. While the state is
+// locked and in the table, no open can start.
 // Directories stay until the FORGET: a process may still stand in one.
 static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_view name,
                            bool want_dir) {
   for (;;) {
     FRUGAL_ASSIGN_OR_RETURN(DirEntry seen, s.meta->get_dentry(parent, name));
-    InodeTable::Ptr state = s.inodes.find(seen.ino);
-    std::unique_lock<std::mutex> state_lock;
-    if (state) state_lock = std::unique_lock(state->mu);
+    FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, s.state_for(seen.ino));
+    std::unique_lock state_lock(state->mu);
+    if (state->detached) continue;  // evicted meanwhile: take the table's new one
 
     auto txn = s.meta->begin();
     FRUGAL_ASSIGN_OR_RETURN(InodeRecord dir, directory(*txn, parent));
@@ -186,8 +188,7 @@ static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_vi
       FRUGAL_ASSIGN_OR_RETURN(bool empty, txn->dir_empty(child.ino));
       if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", name);
     }
-    const bool delete_now =
-        !S_ISDIR(child.mode) && (!state || (state->opens == 0 && !state->flushing_active));
+    const bool delete_now = !S_ISDIR(child.mode) && state->opens == 0 && !state->flushing_active;
     const int64_t now = fs_now_ns();
     txn->delete_dentry(parent, entry);
     touch_dir(dir, now);
@@ -196,23 +197,20 @@ static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_vi
     FRUGAL_ASSIGN_OR_RETURN(bool gone, unlink_inode(s, *txn, child, now, delete_now));
     FRUGAL_TRY(txn->commit());
     txn.reset();
-    if (!gone) return Status::Ok();
-    if (delete_now) {
-      if (state) {
-        // Deleted under the kernel's lookups: no open can start any more
-        // (add_open refuses), unflushed bytes are dropped, and getattr
-        // answers from the last record until the FORGET.
-        state->deleted = true;
-        state->removed = child;
-        const uint64_t dropped = state->dirty.bytes();
-        state->dirty.clear();
-        state_lock.unlock();
-        if (dropped) s.account_dirty(-static_cast<int64_t>(dropped));
-      }
-      return Status::Ok();
+    uint64_t dropped = 0;
+    if (gone && delete_now) {
+      // No open can start any more (add_open refuses), unflushed bytes are
+      // dropped, and getattr answers from the last record until the FORGET.
+      state->deleted = true;
+      state->removed = child;
+      dropped = state->dirty.bytes();
+      state->dirty.clear();
     }
-    if (state_lock.owns_lock()) state_lock.unlock();
-    return s.purge_if_unreferenced(child.ino);
+    state_lock.unlock();
+    if (dropped) s.account_dirty(-static_cast<int64_t>(dropped));
+    if (gone && !delete_now) return s.purge_if_unreferenced(child.ino);
+    s.inodes.evict_if_idle(child.ino);  // a state nothing references any more
+    return Status::Ok();
   }
 }
 
