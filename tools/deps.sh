@@ -2,7 +2,8 @@
 # needs to build and to run its tests, unless they are all installed already.
 FRUGALFS_PACKAGES=(
   meson ninja-build pkg-config g++
-  libfuse3-dev fuse3 librocksdb-dev libzstd-dev libxxhash-dev
+  libfuse3-dev fuse3 librocksdb-dev libgflags-dev libsnappy-dev zlib1g-dev libbz2-dev liblz4-dev
+  libzstd-dev libxxhash-dev
   libjerasure-dev libgf-complete-dev libssl-dev libfmt-dev doctest-dev
   rsync attr acl diffutils util-linux mount coreutils findutils
 )
