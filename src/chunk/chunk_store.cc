@@ -410,16 +410,24 @@ Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
   // 1. Hash every chunk (in parallel), 2. decide which are new (in order:
   // dedup within the writer depends on it), 3. compress the new ones (in
   // parallel), 4. append them to packs in order.
+  // A thread is started only for at least 256 KiB of chunks (a flush of
+  // many small files would otherwise start threads per file).
+  constexpr size_t kBytesPerThread = 256 << 10;
+  size_t total = 0;
+  for (const auto& chunk : chunks) total += chunk.size();
   std::vector<Sha256> ids(chunks.size());
-  parallel_for(chunks.size(), core_count(), [&](size_t i) { ids[i] = sha256(chunks[i]); });
+  parallel_for(chunks.size(), threads_for(total, kBytesPerThread, core_count()),
+               [&](size_t i) { ids[i] = sha256(chunks[i]); });
   std::vector<size_t> fresh;
   for (size_t i = 0; i < chunks.size(); ++i) {
     FRUGAL_ASSIGN_OR_RETURN(bool is_new, s.is_new(ids[i], chunks[i].size()));
     if (is_new) fresh.push_back(i);
   }
+  size_t fresh_bytes = 0;
+  for (size_t i : fresh) fresh_bytes += chunks[i].size();
   std::vector<std::vector<uint8_t>> compressed(fresh.size());
   std::vector<Codec> codecs(fresh.size());
-  parallel_for(fresh.size(), core_count(), [&](size_t j) {
+  parallel_for(fresh.size(), threads_for(fresh_bytes, kBytesPerThread, core_count()), [&](size_t j) {
     codecs[j] = compress_chunk(chunks[fresh[j]], s.store.options.compress_level, compressed[j]);
   });
   for (size_t j = 0; j < fresh.size(); ++j) {

@@ -76,10 +76,14 @@ class WindowPipeline {
   // Starts storing pieces (of next_window() or of flushing ranges, which
   // stay put during the flush); once stored, their extents (at the file
   // offsets) are appended to *extents. Waits for the window stored before,
-  // and returns its status. Without a thread to spare it stores them here.
+  // and returns its status. Without a thread to spare, or for less than
+  // kAsyncFrom bytes (a small file: starting a thread would cost more than
+  // the overlap gains), it stores them here.
   Status submit(std::vector<std::span<const uint8_t>> pieces, std::vector<uint64_t> offsets,
                 std::vector<Extent>* extents) {
     FRUGAL_TRY(wait());
+    size_t bytes = 0;
+    for (const auto& piece : pieces) bytes += piece.size();
     next_ = 1 - next_;
     auto store = [this, pieces = std::move(pieces), offsets = std::move(offsets),
                   extents]() noexcept -> Status {
@@ -93,6 +97,7 @@ class WindowPipeline {
         return Errorf(ENOMEM, "storing chunks: {}", e.what());
       }
     };
+    if (bytes < kAsyncFrom) return store();
     try {
       pending_ = std::async(std::launch::async, store);
     } catch (const std::system_error&) {
@@ -106,6 +111,8 @@ class WindowPipeline {
     if (!pending_.valid()) return Status::Ok();
     return pending_.get();
   }
+
+  static constexpr size_t kAsyncFrom = 256 << 10;
 
  private:
   ChunkStore::PackWriter& writer_;

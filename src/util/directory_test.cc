@@ -50,3 +50,12 @@ TEST_CASE("parallel_for runs every index once, on any number of threads") {
     }
   }
 }
+
+TEST_CASE("threads_for gives a thread only to work of at least bytes_per_thread") {
+  CHECK(threads_for(0, 1000, 4) == 1);
+  CHECK(threads_for(999, 1000, 4) == 1);
+  CHECK(threads_for(2000, 1000, 4) == 2);
+  CHECK(threads_for(2999, 1000, 4) == 2);
+  CHECK(threads_for(1 << 30, 1000, 4) == 4);
+  CHECK(threads_for(5000, 0, 3) == 3);  // no minimum: every thread allowed
+}

@@ -16,6 +16,13 @@ inline size_t core_count() {
   return cores;
 }
 
+// How many threads work of `bytes` bytes deserves, up to max_threads: a
+// thread costs tens of microseconds to start, so each must get at least
+// bytes_per_thread (work on a few kilobytes runs on the caller alone).
+inline size_t threads_for(size_t bytes, size_t bytes_per_thread, size_t max_threads) {
+  return std::max<size_t>(1, std::min(max_threads, bytes / std::max<size_t>(bytes_per_thread, 1)));
+}
+
 // Runs fn(0) .. fn(n - 1) on up to max_threads threads (this one included)
 // and returns when all are done; when no more threads can be started, the
 // ones started and this one do the work. fn must not throw.
