@@ -1,10 +1,11 @@
 #include "frugalfs/hash.h"
 
 #include <openssl/sha.h>
-// On x86 the dispatching entry point picks the widest vector unit of this
-// CPU at run time (AVX2/AVX-512: about 3x the SSE2 code that the plain
-// XXH3_64bits of Debian's generic x86-64 build runs); the hash is the same.
-#if defined(__x86_64__) || defined(__i386__)
+// Where libxxhash has it (x86, checked by meson), the dispatching entry point
+// picks the widest vector unit of this CPU at run time (AVX2/AVX-512: about
+// 3x the SSE2 code that the plain XXH3_64bits of Debian's generic x86-64
+// build runs); the hash is the same.
+#ifdef FRUGAL_HAVE_XXH_DISPATCH
 #define XXH_DISPATCH_DISABLE_REPLACE
 #include <xxh_x86dispatch.h>
 #define FRUGAL_XXH3_64 XXH3_64bits_dispatch

@@ -185,8 +185,10 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
 
 FileVolume::ReadFd::~ReadFd() { ::close(fd); }  // read-only: a close error cannot lose data
 
-std::shared_ptr<const FileVolume::ReadFd> FileVolume::cached_fd(std::string_view name) {
+std::shared_ptr<const FileVolume::ReadFd> FileVolume::cached_fd(std::string_view name,
+                                                                 uint64_t* generation) {
   std::lock_guard lock(fds_mu_);
+  *generation = fds_generation_;
   for (auto it = fds_.begin(); it != fds_.end(); ++it) {
     if (it->first != name) continue;
     fds_.splice(fds_.begin(), fds_, it);
@@ -195,9 +197,11 @@ std::shared_ptr<const FileVolume::ReadFd> FileVolume::cached_fd(std::string_view
   return nullptr;
 }
 
-void FileVolume::remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd) {
+void FileVolume::remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd,
+                             uint64_t generation) {
   std::shared_ptr<const ReadFd> evicted;  // closed outside the lock
   std::lock_guard lock(fds_mu_);
+  if (generation != fds_generation_) return;  // opened before a put or remove: maybe stale
   for (const auto& entry : fds_) {
     if (entry.first == name) return;  // another reader opened it meanwhile
   }
@@ -211,6 +215,7 @@ void FileVolume::remember_fd(std::string_view name, std::shared_ptr<const ReadFd
 void FileVolume::forget_fd(std::string_view name) {
   std::shared_ptr<const ReadFd> dropped;
   std::lock_guard lock(fds_mu_);
+  ++fds_generation_;
   for (auto it = fds_.begin(); it != fds_.end(); ++it) {
     if (it->first != name) continue;
     dropped = std::move(it->second);
@@ -222,7 +227,8 @@ void FileVolume::forget_fd(std::string_view name) {
 Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::span<uint8_t> out) {
   if (!valid_object_name(name))
     return Errorf(EINVAL, "{}: read: invalid object name '{}'", uri_, name);
-  std::shared_ptr<const ReadFd> file = cached_fd(name);
+  uint64_t generation = 0;
+  std::shared_ptr<const ReadFd> file = cached_fd(name, &generation);
   if (!file) {
     const std::string path = fmt::format("{}/{}", object_dir(name), name);
     int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -232,7 +238,7 @@ Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::spa
       return Errorf(err, "{}: read {}: open", uri_, name);
     }
     file = std::make_shared<const ReadFd>(fd);
-    remember_fd(name, file);
+    remember_fd(name, file, generation);
   }
   const int fd = file->fd;
   // Offsets beyond what off_t can express are beyond the end of any object.

@@ -93,8 +93,12 @@ class FileVolume : public Volume {
   // last stay open, so a run opens its file once and keeps the kernel's
   // readahead going. A put or remove of a name forgets its descriptor.
   static constexpr size_t kReadFds = 8;
-  std::shared_ptr<const ReadFd> cached_fd(std::string_view name);
-  void remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd);
+  // The name's descriptor, or null and the generation to pass to
+  // remember_fd after opening it.
+  std::shared_ptr<const ReadFd> cached_fd(std::string_view name, uint64_t* generation);
+  // Keeps fd unless a put or remove ran since `generation` (the file opened
+  // may be the one replaced or removed).
+  void remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd, uint64_t generation);
   void forget_fd(std::string_view name);
 
   const std::string root_;
@@ -102,6 +106,7 @@ class FileVolume : public Volume {
   FileIo& io_;
   std::mutex fds_mu_;
   std::list<std::pair<std::string, std::shared_ptr<const ReadFd>>> fds_;  // most recent first
+  uint64_t fds_generation_ = 0;  // bumped by every forget_fd
 };
 
 }  // namespace frugalfs
