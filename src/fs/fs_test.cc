@@ -147,14 +147,20 @@ struct Fx {
     REQUIRE_MESSAGE(s.ok(), s.ToString());
   }
 
-  // create + write + release + forget: leaves the file unreferenced.
-  uint64_t put_file(uint64_t parent, std::string_view name, std::span<const uint8_t> data) {
-    auto c = fs->create(parent, name, 0644, O_WRONLY, kUser);
+  // create + write: the handle stays open, and the lookup of create counted.
+  FileSystem::Created create_written(uint64_t parent, std::string_view name,
+                                     std::span<const uint8_t> data, int flags = O_RDWR) {
+    auto c = fs->create(parent, name, 0644, flags, kUser);
     REQUIRE_MESSAGE(c.ok(), c.status().ToString());
     if (!data.empty()) write(c->attr.ino, c->fh, 0, data);
-    REQUIRE(fs->release(c->attr.ino, c->fh).ok());
-    fs->forget(c->attr.ino, 1);
-    return c->attr.ino;
+    return *c;
+  }
+  // create + write + release + forget: leaves the file unreferenced.
+  uint64_t put_file(uint64_t parent, std::string_view name, std::span<const uint8_t> data) {
+    auto c = create_written(parent, name, data, O_WRONLY);
+    REQUIRE(fs->release(c.attr.ino, c.fh).ok());
+    fs->forget(c.attr.ino, 1);
+    return c.attr.ino;
   }
   void write(uint64_t ino, uint64_t fh, uint64_t off, std::span<const uint8_t> data) {
     auto n = fs->write(ino, fh, off, data);
@@ -678,10 +684,8 @@ TEST_CASE("an unlinked open file stays readable until release, then is deleted")
     Fx fx;
     std::mt19937_64 rng(5);
     auto data = random_bytes(rng, 1 << 20);
-    auto c = fx.fs->create(kRoot, "doomed", 0644, O_RDWR, kUser);
-    REQUIRE(c.ok());
-    const uint64_t ino = c->attr.ino;
-    fx.write(ino, c->fh, 0, data);
+    const auto c = fx.create_written(kRoot, "doomed", data);
+    const uint64_t ino = c.attr.ino;
     if (flushed) {
       fx.flush_collect();
       CHECK(fx.usage().chunks > 0);
@@ -690,11 +694,11 @@ TEST_CASE("an unlinked open file stays readable until release, then is deleted")
     CHECK(fx.lookup_errno(kRoot, "doomed") == ENOENT);
     CHECK(fx.names(kRoot).empty());
     CHECK(fx.attr(ino).nlink == 0);
-    CHECK(fx.read(ino, c->fh, 0, data.size()) == data);
+    CHECK(fx.read(ino, c.fh, 0, data.size()) == data);
     fx.flush_collect();  // flushing and collecting meanwhile changes nothing
-    CHECK(fx.read(ino, c->fh, 0, data.size()) == data);
-    fx.write(ino, c->fh, 0, as_bytes("still writable"));
-    REQUIRE(fx.fs->release(ino, c->fh).ok());
+    CHECK(fx.read(ino, c.fh, 0, data.size()) == data);
+    fx.write(ino, c.fh, 0, as_bytes("still writable"));
+    REQUIRE(fx.fs->release(ino, c.fh).ok());
     CHECK(fx.fs->getattr(ino).ok());  // the kernel still holds a lookup
     fx.fs->forget(ino, 1);
     CHECK(fx.fs->getattr(ino).status().code() == ENOENT);
@@ -714,11 +718,9 @@ TEST_CASE("an unlinked file that is looked up but not open is deleted at once") 
     Fx fx;
     std::mt19937_64 rng(15);
     auto data = random_bytes(rng, 1 << 20);
-    auto c = fx.fs->create(kRoot, "gone", 0644, O_RDWR, kUser);
-    REQUIRE(c.ok());
-    const uint64_t ino = c->attr.ino;
-    fx.write(ino, c->fh, 0, data);
-    REQUIRE(fx.fs->release(ino, c->fh).ok());  // the lookup of create stays
+    const auto c = fx.create_written(kRoot, "gone", data);
+    const uint64_t ino = c.attr.ino;
+    REQUIRE(fx.fs->release(ino, c.fh).ok());  // the lookup of create stays
     if (flushed) {
       fx.flush_collect();
       CHECK(fx.usage().chunks > 0);
