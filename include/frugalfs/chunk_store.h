@@ -52,6 +52,13 @@ class ChunkStore {
   // Reads bytes [offset, offset + out.size()) of the raw chunk `id` through
   // the cache. EIO with a message naming the chunk when it cannot be read.
   Status read(const Sha256& id, uint32_t offset, std::span<uint8_t> out);
+  // The whole raw chunk `id` through the cache, in place: its bytes stay
+  // valid while `owner` lives.
+  struct Bytes {
+    std::shared_ptr<const void> owner;
+    std::span<const uint8_t> bytes;
+  };
+  Result<Bytes> get(const Sha256& id);
 
   // One more / one fewer extent names chunk `id`.
   Status add_ref(MetaStore::Txn& txn, const Sha256& id);

@@ -161,6 +161,15 @@ class FileSystem {
                          const Caller& caller);
   // Reads up to out.size() bytes at offset; fewer only at end of file.
   Result<size_t> read(uint64_t ino, uint64_t fh, uint64_t offset, std::span<uint8_t> out);
+  // The same bytes as read() into buffer, handed out in place where they are
+  // stored: pieces in file order, pointing into cached chunks, a shared page
+  // of zeros (holes) or buffer (unflushed bytes); valid while `owners` and
+  // buffer live. Saves a copy of every byte read.
+  struct ReadView {
+    std::vector<std::span<const uint8_t>> pieces;
+    std::vector<std::shared_ptr<const void>> owners;
+  };
+  Result<ReadView> read_view(uint64_t ino, uint64_t fh, uint64_t offset, std::span<uint8_t> buffer);
   // Writes all of data at offset (at the end of file for O_APPEND handles).
   Result<size_t> write(uint64_t ino, uint64_t fh, uint64_t offset, std::span<const uint8_t> data);
   Status flush(uint64_t ino, uint64_t fh);

@@ -176,7 +176,7 @@ ChunkStore::ChunkStore(MetaStore& meta, PackStore& packs, ChunkStoreOptions opti
 
 ChunkStore::~ChunkStore() = default;
 
-Status ChunkStore::read(const Sha256& id, uint32_t offset, std::span<uint8_t> out) {
+Result<ChunkStore::Bytes> ChunkStore::get(const Sha256& id) {
   auto data = state_->cache.get(id);
   {
     std::lock_guard lock(state_->mu);
@@ -186,11 +186,17 @@ Status ChunkStore::read(const Sha256& id, uint32_t offset, std::span<uint8_t> ou
     FRUGAL_ASSIGN_OR_RETURN(data, state_->load(id));
     state_->cache.put(id, data);
   }
-  if (uint64_t{offset} + out.size() > data->size()) {
+  std::span<const uint8_t> bytes(data->data(), data->size());
+  return Bytes{std::move(data), bytes};
+}
+
+Status ChunkStore::read(const Sha256& id, uint32_t offset, std::span<uint8_t> out) {
+  FRUGAL_ASSIGN_OR_RETURN(Bytes chunk, get(id));
+  if (uint64_t{offset} + out.size() > chunk.bytes.size()) {
     return Errorf(EIO, "chunk {}: read [{}, +{}) beyond its {} bytes", chunk_name(id), offset,
-                  out.size(), data->size());
+                  out.size(), chunk.bytes.size());
   }
-  std::memcpy(out.data(), data->data() + offset, out.size());
+  std::memcpy(out.data(), chunk.bytes.data() + offset, out.size());
   return Status::Ok();
 }
 

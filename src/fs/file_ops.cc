@@ -196,6 +196,63 @@ Result<size_t> FileSystem::read(uint64_t ino, uint64_t fh, uint64_t offset, std:
   return out.size();
 }
 
+Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, uint64_t offset,
+                                                   std::span<uint8_t> buffer) {
+  State& s = *state_;
+  FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, s.state_for(ino));
+  uint64_t end;
+  bool unflushed = false;
+  {
+    std::lock_guard lock(state->mu);
+    if (offset >= state->size) return ReadView{};
+    end = offset + std::min<uint64_t>(buffer.size(), state->size - offset);
+    for (const DirtyRanges* layer : {&state->flushing, &state->dirty}) {
+      for (const auto& [at, bytes] : layer->ranges()) {
+        if (at < end && at + bytes.size() > offset) unflushed = true;
+      }
+    }
+  }
+  ReadView view;
+  if (unflushed) {  // assembled in buffer, as read() does
+    FRUGAL_ASSIGN_OR_RETURN(size_t n, read(ino, fh, offset, buffer));
+    view.pieces.push_back(buffer.first(n));
+    return view;
+  }
+  // Holes point at a shared page of zeros, in pieces of at most its size.
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  uint64_t pos = offset;
+  auto hole_until = [&](uint64_t to) {
+    for (; pos < to; pos += std::min<uint64_t>(to - pos, zeros.size())) {
+      view.pieces.emplace_back(zeros.data(), static_cast<size_t>(std::min<uint64_t>(to - pos, zeros.size())));
+    }
+  };
+  Status err;
+  FRUGAL_TRY(s.meta->list_extents(ino, offset, [&](const Extent& e) {
+    if (e.file_offset >= end) return false;
+    const uint64_t from = std::max(offset, e.file_offset), to = std::min(end, e.end());
+    if (from >= to) return true;
+    hole_until(from);
+    auto chunk = s.chunks->get(e.chunk);
+    if (!chunk.ok()) {
+      err = chunk.status();
+      return false;
+    }
+    const uint64_t at = e.chunk_offset + (from - e.file_offset);
+    if (at + (to - from) > chunk->bytes.size()) {
+      err = Errorf(EIO, "extent at {} reaches beyond its chunk's {} bytes", e.file_offset,
+                   chunk->bytes.size());
+      return false;
+    }
+    view.pieces.push_back(chunk->bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(to - from)));
+    view.owners.push_back(std::move(chunk->owner));
+    pos = to;
+    return true;
+  }));
+  FRUGAL_TRY(err.WithContext(fmt::format("inode {}", ino)));
+  hole_until(end);
+  return view;
+}
+
 Result<size_t> FileSystem::write(uint64_t ino, uint64_t fh, uint64_t offset,
                                  std::span<const uint8_t> data) {
   State& s = *state_;

@@ -507,6 +507,48 @@ TEST_CASE("random overwrites of an 8 MiB file match a reference buffer") {
   check_invariants(fx.meta, fx.vols);
 }
 
+TEST_CASE("read_view hands out the bytes read() copies: stored, holes, unflushed, past the end") {
+  Fx fx;
+  std::mt19937_64 rng(23);
+  // Stored data, then a 3 MiB hole, then more stored data and a tail that
+  // stays unflushed.
+  const auto head = random_bytes(rng, 1500000);
+  const auto middle = text_bytes(700000, 4);
+  const auto tail = random_bytes(rng, 300000);
+  auto c = fx.create_written(kRoot, "view", head);
+  const uint64_t ino = c.attr.ino;
+  const uint64_t middle_at = head.size() + (3 << 20);
+  fx.write(ino, c.fh, middle_at, middle);
+  fx.flush_collect();
+  fx.write(ino, c.fh, middle_at + middle.size(), tail);
+  const uint64_t size = middle_at + middle.size() + tail.size();
+  auto check = [&](uint64_t offset, size_t len) {
+    INFO("offset ", offset, " length ", len);
+    std::vector<uint8_t> copied(len, 0xee);
+    auto n = fx.fs->read(ino, c.fh, offset, copied);
+    REQUIRE(n.ok());
+    copied.resize(*n);
+    std::vector<uint8_t> buffer(len, 0xdd);
+    auto view = fx.fs->read_view(ino, c.fh, offset, buffer);
+    REQUIRE_MESSAGE(view.ok(), view.status().ToString());
+    std::vector<uint8_t> viewed;
+    for (auto piece : view->pieces) viewed.insert(viewed.end(), piece.begin(), piece.end());
+    CHECK(viewed == copied);
+  };
+  for (uint64_t offset : {uint64_t{0}, uint64_t{1000}, head.size() - 10, head.size() + 5, middle_at - 3,
+                          middle_at + middle.size() - 100, size - 1, size, size + 4096}) {
+    check(offset, 1 << 20);
+  }
+  for (int i = 0; i < 200; ++i) check(rng() % (size + 1000), 1 + rng() % (1 << 20));
+  // With a cold cache, after everything is flushed.
+  REQUIRE(fx.fs->release(ino, c.fh).ok());
+  fx.fs->forget(ino, 1);
+  fx.reopen();
+  c.fh = *fx.fs->open(ino, O_RDONLY);
+  for (int i = 0; i < 100; ++i) check(rng() % (size + 1000), 1 + rng() % (1 << 20));
+  REQUIRE(fx.fs->release(ino, c.fh).ok());
+}
+
 TEST_CASE("a sparse file: data at 0 and at 5 GiB, zeros between, little stored") {
   Fx fx;
   const uint64_t far = 5ull << 30;

@@ -1,5 +1,7 @@
 // Open files: open/create hand out the fs's file handle in fi->fh; read,
 // write, flush, release and fsync pass it back.
+#include <sys/uio.h>
+
 #include <span>
 #include <vector>
 
@@ -57,10 +59,21 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     // One buffer per worker thread, grown to the largest request (1 MiB).
     thread_local std::vector<uint8_t> buffer;
     if (buffer.size() < size) buffer.resize(size);
-    Result<size_t> n = fs_of(req).read(ino, fi->fh, static_cast<uint64_t>(off),
-                                       std::span<uint8_t>(buffer.data(), size));
-    if (!n.ok()) return reply_status(req, n.status());
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
+    // Stored bytes go to the kernel from where they are cached, not copied
+    // into the buffer first.
+    Result<FileSystem::ReadView> view = fs_of(req).read_view(
+        ino, fi->fh, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
+    if (!view.ok()) return reply_status(req, view.status());
+    thread_local std::vector<iovec> iov;
+    iov.clear();
+    for (std::span<const uint8_t> piece : view->pieces) {
+      iov.push_back({const_cast<uint8_t*>(piece.data()), piece.size()});
+    }
+    if (iov.empty()) {
+      fuse_reply_buf(req, nullptr, 0);
+    } else {
+      fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+    }
   });
 }
 
