@@ -2,6 +2,7 @@
 // write, flush, release and fsync pass it back.
 #include <sys/uio.h>
 
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -64,6 +65,17 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     Result<FileSystem::ReadView> view = fs_of(req).read_view(
         ino, fi->fh, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
     if (!view.ok()) return reply_status(req, view.status());
+    // A writev takes at most 1024 pieces (the reply's header is one): a
+    // read of many tiny extents and holes is copied into one piece instead.
+    constexpr size_t kMaxPieces = 256;
+    if (view->pieces.size() > kMaxPieces) {
+      size_t used = 0;
+      for (std::span<const uint8_t> piece : view->pieces) {
+        std::memmove(buffer.data() + used, piece.data(), piece.size());  // may be buffer itself
+        used += piece.size();
+      }
+      view->pieces.assign(1, std::span<const uint8_t>(buffer.data(), used));
+    }
     thread_local std::vector<iovec> iov;
     iov.clear();
     for (std::span<const uint8_t> piece : view->pieces) {
