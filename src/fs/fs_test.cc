@@ -546,6 +546,17 @@ TEST_CASE("read_view hands out the bytes read() copies: stored, holes, unflushed
   fx.reopen();
   c.fh = *fx.fs->open(ino, O_RDONLY);
   for (int i = 0; i < 100; ++i) check(rng() % (size + 1000), 1 + rng() % (1 << 20));
+  // A view's pieces outlive their chunks' time in the cache: reading 8 MiB
+  // of another file (twice the cache) evicts them meanwhile.
+  std::vector<uint8_t> buffer(1 << 20);
+  auto view = fx.fs->read_view(ino, c.fh, 0, buffer);
+  REQUIRE(view.ok());
+  const uint64_t other = fx.put_file(kRoot, "evictor", random_bytes(rng, 8 << 20));
+  fx.flush_collect();
+  CHECK(fx.contents(other).size() == (8u << 20));
+  std::vector<uint8_t> viewed;
+  for (auto piece : view->pieces) viewed.insert(viewed.end(), piece.begin(), piece.end());
+  CHECK(viewed == std::vector<uint8_t>(head.begin(), head.begin() + (1 << 20)));
   REQUIRE(fx.fs->release(ino, c.fh).ok());
 }
 
