@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A quick A/B of frugalfs builds on the data path, for work on speed (the
+# A quick A/B of frugalfs builds, for work on speed (the
 # full comparison with other systems is run.sh).
 #
-#   sudo test/bench/phases.sh [--size MIB] [--runs N] [-o OPTIONS] FRUGALFS [FRUGALFS...]
+#   sudo test/bench/phases.sh [--size MIB] [--runs N] [--meta] [-o OPTIONS] FRUGALFS [FRUGALFS...]
 #
 # For each frugalfs binary, in turns (so that a machine that gets slower or
 # faster during the run affects every binary alike), N times: mkfs on four
@@ -10,20 +10,26 @@
 #   write_random  SIZE MiB of unique random data, fsync at the end
 #   write_dup     the same data again under another name
 #   read_cold     the first file after a remount and drop_caches
+# and with --meta, on a fresh filesystem, as run.sh does them:
+#   cp_tree       cp -a of /usr/include and /usr/share/doc (files/s)
+#   rm_tree       rm -rf of that copy, after a sync (files/s)
+#   meta_storm    create, stat and unlink 5000 empty files (ops/s)
 # -o passes mount options (as frugalfs mount -o) to every mount.
-# Prints, per binary and phase, the median MB/s and the median CPU seconds
+# Prints, per binary and phase, the median rate and the median CPU seconds
 # the daemon used in the phase (user + system), and the daemon's peak RSS.
 set -euo pipefail
 
 SIZE_MIB=1024
 RUNS=3
+META=0
 MOUNT_OPTIONS=()
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE_MIB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    --meta) META=1; shift ;;
     -o) MOUNT_OPTIONS=(-o "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "phases.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -45,6 +51,13 @@ cleanup() {
 }
 trap cleanup EXIT
 head -c "${SIZE_MIB}M" /dev/urandom > "$WORK/random.bin"
+if [ "$META" = 1 ]; then
+  mkdir -p "$WORK/tree"
+  cp -a /usr/include "$WORK/tree/include"
+  cp -a /usr/share/doc "$WORK/tree/doc"
+  TREE_FILES=$(find "$WORK/tree" | wc -l)
+  c++ -O2 -std=c++20 -o "$WORK/meta_storm" "$(dirname "$0")/meta_storm.cc"
+fi
 
 now() { date +%s.%N; }
 cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
@@ -55,16 +68,19 @@ unmount() {
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
 declare -A MBS CPU RSS
-phase() {  # name bin command...
-  local name=$1 bin=$2 pid c0 c1 t0 t1
-  shift 2
+# phase NAME BIN UNITS COMMAND...: runs COMMAND, records UNITS per second
+# (MB for the data phases) and the daemon's CPU seconds.
+phase() {
+  local name=$1 bin=$2 units=$3 pid c0 c1 t0 t1
+  shift 3
   pid=$(daemon_pid)
   c0=$(cpu_seconds "$pid"); t0=$(now)
   "$@"
   t1=$(now); c1=$(cpu_seconds "$pid")
-  MBS[$bin,$name]+="$(awk -v n="$SIZE_MIB" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n * 1.048576 / (b - a) }') "
+  MBS[$bin,$name]+="$(awk -v n="$units" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }') "
   CPU[$bin,$name]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }') "
 }
+MB=$(awk -v n="$SIZE_MIB" 'BEGIN { print n * 1.048576 }')
 peak_rss() { awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$(daemon_pid)/status"; }
 
 run_once() {
@@ -72,13 +88,27 @@ run_once() {
   rm -rf "$WORK/meta" "$WORK"/vol? && mkdir -p "$WORK/mnt"
   "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
   "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
-  phase write_random "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/a" bs=1M conv=fsync status=none
-  phase write_dup "$bin" dd if="$WORK/random.bin" of="$WORK/mnt/b" bs=1M conv=fsync status=none
+  phase write_random "$bin" "$MB" dd if="$WORK/random.bin" of="$WORK/mnt/a" bs=1M conv=fsync status=none
+  phase write_dup "$bin" "$MB" dd if="$WORK/random.bin" of="$WORK/mnt/b" bs=1M conv=fsync status=none
   RSS[$bin]+="$(peak_rss) "
   unmount
   sync; echo 3 > /proc/sys/vm/drop_caches
   "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
-  phase read_cold "$bin" cat "$WORK/mnt/a" > /dev/null
+  phase read_cold "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
+  RSS[$bin]+="$(peak_rss) "
+  unmount
+  [ "$META" = 1 ] || return 0
+  rm -rf "$WORK/meta" "$WORK"/vol?
+  "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+  phase cp_tree "$bin" "$TREE_FILES" cp -a "$WORK/tree" "$WORK/mnt/tree"
+  sync
+  phase rm_tree "$bin" "$TREE_FILES" rm -rf "$WORK/mnt/tree"
+  mkdir "$WORK/mnt/storm"
+  local storm
+  storm=$("$WORK/meta_storm" "$WORK/mnt/storm" 5000 | awk '{ print $8 }')
+  MBS[$bin,meta_storm]+="$storm "
+  CPU[$bin,meta_storm]+="- "
   RSS[$bin]+="$(peak_rss) "
   unmount
 }
@@ -88,9 +118,12 @@ done
 
 median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "medians of $RUNS runs, $SIZE_MIB MiB, $(nproc) cores"
-printf '%-40s %-13s %8s %10s\n' binary phase MB/s "cpu s"
+PHASES=(write_random write_dup read_cold)
+[ "$META" = 1 ] && PHASES+=(cp_tree rm_tree meta_storm)
+printf '%-40s %-13s %8s %10s\n' binary phase "rate" "cpu s"
+echo "(rates: MB/s for the data phases, files/s for the trees, ops/s for the storm)"
 for bin in "${BINS[@]}"; do
-  for p in write_random write_dup read_cold; do
+  for p in "${PHASES[@]}"; do
     printf '%-40s %-13s %8s %10s\n' "$bin" "$p" "$(echo "${MBS[$bin,$p]}" | median)" "$(echo "${CPU[$bin,$p]}" | median)"
   done
   printf '%-40s %-13s %8s MiB (largest of the runs)\n' "$bin" "peak RSS" \
