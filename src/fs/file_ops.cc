@@ -26,26 +26,52 @@ void FileSystem::State::account_dirty(int64_t delta) {
   }
 }
 
-Status FileSystem::State::read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out) {
-  const uint64_t end = offset + out.size();
-  uint64_t zeroed_to = offset;  // bytes before this are written or zeroed
-  auto zero_until = [&](uint64_t to) {
-    if (to > zeroed_to) std::memset(out.data() + (zeroed_to - offset), 0, to - zeroed_to);
+Status FileSystem::State::committed_pieces(uint64_t ino, uint64_t offset, uint64_t end,
+                                           ReadView& view) {
+  // Holes point at a shared block of zeros, in pieces of at most its size.
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  uint64_t pos = offset;
+  auto hole_until = [&](uint64_t to) {
+    for (; pos < to; pos += std::min<uint64_t>(to - pos, zeros.size())) {
+      view.pieces.emplace_back(zeros.data(), static_cast<size_t>(std::min<uint64_t>(to - pos, zeros.size())));
+    }
   };
   Status err;
   FRUGAL_TRY(meta->list_extents(ino, offset, [&](const Extent& e) {
     if (e.file_offset >= end) return false;
-    uint64_t from = std::max(offset, e.file_offset);
-    uint64_t to = std::min(end, e.end());
+    const uint64_t from = std::max(offset, e.file_offset), to = std::min(end, e.end());
     if (from >= to) return true;
-    zero_until(from);  // a hole before the extent
-    err = chunks->read(e.chunk, static_cast<uint32_t>(e.chunk_offset + (from - e.file_offset)),
-                       out.subspan(from - offset, to - from));
-    zeroed_to = to;
-    return err.ok();
+    hole_until(from);
+    auto chunk = chunks->get(e.chunk);
+    if (!chunk.ok()) {
+      err = chunk.status();
+      return false;
+    }
+    const uint64_t at = e.chunk_offset + (from - e.file_offset);
+    if (at + (to - from) > chunk->bytes.size()) {
+      err = Errorf(EIO, "extent at {} reaches beyond its chunk's {} bytes", e.file_offset,
+                   chunk->bytes.size());
+      return false;
+    }
+    view.pieces.push_back(chunk->bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(to - from)));
+    view.owners.push_back(std::move(chunk->owner));
+    pos = to;
+    return true;
   }));
-  if (err.ok()) zero_until(end);  // a hole after the last extent
-  return err.WithContext(fmt::format("inode {}", ino));
+  FRUGAL_TRY(err.WithContext(fmt::format("inode {}", ino)));
+  hole_until(end);
+  return Status::Ok();
+}
+
+Status FileSystem::State::read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out) {
+  ReadView view;
+  FRUGAL_TRY(committed_pieces(ino, offset, offset + out.size(), view));
+  size_t at = 0;
+  for (std::span<const uint8_t> piece : view.pieces) {
+    std::memcpy(out.data() + at, piece.data(), piece.size());
+    at += piece.size();
+  }
+  return Status::Ok();
 }
 
 Status FileSystem::State::truncate_extents(MetaStore::Txn& txn, InodeRecord& inode, uint64_t size) {
@@ -218,38 +244,7 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
     view.pieces.push_back(buffer.first(n));
     return view;
   }
-  // Holes point at a shared page of zeros, in pieces of at most its size.
-  static const std::vector<uint8_t> zeros(1 << 20, 0);
-  uint64_t pos = offset;
-  auto hole_until = [&](uint64_t to) {
-    for (; pos < to; pos += std::min<uint64_t>(to - pos, zeros.size())) {
-      view.pieces.emplace_back(zeros.data(), static_cast<size_t>(std::min<uint64_t>(to - pos, zeros.size())));
-    }
-  };
-  Status err;
-  FRUGAL_TRY(s.meta->list_extents(ino, offset, [&](const Extent& e) {
-    if (e.file_offset >= end) return false;
-    const uint64_t from = std::max(offset, e.file_offset), to = std::min(end, e.end());
-    if (from >= to) return true;
-    hole_until(from);
-    auto chunk = s.chunks->get(e.chunk);
-    if (!chunk.ok()) {
-      err = chunk.status();
-      return false;
-    }
-    const uint64_t at = e.chunk_offset + (from - e.file_offset);
-    if (at + (to - from) > chunk->bytes.size()) {
-      err = Errorf(EIO, "extent at {} reaches beyond its chunk's {} bytes", e.file_offset,
-                   chunk->bytes.size());
-      return false;
-    }
-    view.pieces.push_back(chunk->bytes.subspan(static_cast<size_t>(at), static_cast<size_t>(to - from)));
-    view.owners.push_back(std::move(chunk->owner));
-    pos = to;
-    return true;
-  }));
-  FRUGAL_TRY(err.WithContext(fmt::format("inode {}", ino)));
-  hole_until(end);
+  FRUGAL_TRY(s.committed_pieces(ino, offset, end, view));
   return view;
 }
 

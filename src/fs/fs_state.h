@@ -88,7 +88,10 @@ struct FileSystem::State {
   Status purge_if_unreferenced(uint64_t ino);
 
   // --- data (file_ops.cc) ---
-  // Reads committed bytes [offset, offset + out.size()) (holes as zeros).
+  // The committed bytes [offset, end) as pieces in file order: cached chunks
+  // (kept alive by view.owners) and a shared block of zeros for holes.
+  Status committed_pieces(uint64_t ino, uint64_t offset, uint64_t end, ReadView& view);
+  // Copies committed bytes [offset, offset + out.size()) (holes as zeros).
   Status read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
   // Shortens the committed extents of ino to `size` within txn.
   Status truncate_extents(MetaStore::Txn& txn, InodeRecord& inode, uint64_t size);
