@@ -17,6 +17,9 @@
 
 namespace frugalfs {
 
+// Buffers for large puts should start at a multiple of this many bytes.
+inline constexpr size_t kVolumeIoAlignment = 4096;
+
 struct ObjectInfo {
   std::string name;
   uint64_t size = 0;
@@ -39,6 +42,8 @@ class Volume {
   // survives a power loss with exactly these bytes; a crash before that leaves
   // either the old object or none, never a torn one. Replaces an existing
   // object of the same name. ENOSPC when the volume is full.
+  // Data at an address aligned to kVolumeIoAlignment may be stored without a
+  // copy through the page cache (see FileVolume).
   virtual Status put(std::string_view name, std::span<const uint8_t> data) = 0;
 
   // Reads up to out.size() bytes at offset into out and returns how many were

@@ -102,8 +102,14 @@ Status check_layout(const PackLayout& l) {
 // metadata backup's, are freed.
 class BufferPool {
  public:
+  // Aligned for volumes that write large objects without the page cache.
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const {
+      ::operator delete[](p, std::align_val_t{kVolumeIoAlignment});
+    }
+  };
   struct Buffer {
-    std::unique_ptr<uint8_t[]> bytes;
+    std::unique_ptr<uint8_t[], AlignedDelete> bytes;
     size_t size = 0;
   };
 
@@ -123,7 +129,9 @@ class BufferPool {
         return b;
       }
     }
-    return {std::make_unique_for_overwrite<uint8_t[]>(size), size};
+    return {std::unique_ptr<uint8_t[], AlignedDelete>(
+                new (std::align_val_t{kVolumeIoAlignment}) uint8_t[size]),
+            size};
   }
 
   void give_back(Buffer b) {

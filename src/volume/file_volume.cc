@@ -141,6 +141,33 @@ Status FileVolume::make_object_dir(std::string_view name) {
   return Status::Ok();
 }
 
+// A large object in an aligned buffer is written with O_DIRECT, from the
+// buffer straight to the device: the copy into the page cache cost more CPU
+// than any other step of a unique write (39% of the daemon's), and a
+// fragment is read back rarely and soon cached as chunks. The last partial
+// block goes through the page cache. Where the filesystem refuses O_DIRECT
+// (or the device wants a larger alignment) the whole object is written
+// through the page cache. Either way put fsyncs before it returns.
+int FileVolume::write_object(int fd, std::span<const uint8_t> data) {
+  size_t direct_bytes = 0;
+  const bool aligned = reinterpret_cast<uintptr_t>(data.data()) % kVolumeIoAlignment == 0;
+  if (aligned && data.size() >= kDirectFrom) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_DIRECT) == 0) {
+      direct_bytes = data.size() / kVolumeIoAlignment * kVolumeIoAlignment;
+      int err = write_all(io_, fd, data.first(direct_bytes));
+      if (::fcntl(fd, F_SETFL, flags) != 0) return errno;
+      if (err == EINVAL) {  // refused after all: start again through the page cache
+        direct_bytes = 0;
+        if (::lseek(fd, 0, SEEK_SET) != 0) return errno;
+      } else if (err != 0) {
+        return err;
+      }
+    }
+  }
+  return write_all(io_, fd, data.subspan(direct_bytes));
+}
+
 Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
   if (!valid_object_name(name))
     return Errorf(EINVAL, "{}: put: invalid object name '{}'", uri_, name);
@@ -168,7 +195,7 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
     io_.unlink(tmp.c_str());
     return Errorf(err, "{}: put {}: {}", uri_, name, what);
   };
-  if (int err = write_all(io_, fd, data); err != 0) return fail(err, "write");
+  if (int err = write_object(fd, data); err != 0) return fail(err, "write");
   if (io_.fsync(fd) != 0) return fail(errno, "fsync");
   int close_rc = io_.close(fd);
   fd = -1;

@@ -77,6 +77,11 @@ class FileVolume : public Volume {
   // entries may have changed.
   Status make_object_dir(std::string_view name);
 
+  // Writes data to the new file fd (see put). Returns 0 or an errno value.
+  int write_object(int fd, std::span<const uint8_t> data);
+  // Objects from this size on may be written with O_DIRECT.
+  static constexpr size_t kDirectFrom = 256 << 10;
+
   // fsyncs a directory so that entries created, renamed or removed in it
   // survive a power loss. Returns 0 or an errno value.
   int fsync_dir(const std::string& dir);

@@ -1,10 +1,14 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <new>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -238,6 +242,71 @@ TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or rem
   CHECK(v->read("obj99", 0, out).status().code() == ENOENT);
   v.reset();
   CHECK(open_descriptors() == before);
+}
+
+// True when the filesystem of dir takes O_DIRECT writes (tmpfs may not).
+static bool takes_direct_io(const std::string& dir) {
+  const std::string probe = dir + "/direct-probe";
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
+  if (fd >= 0) ::close(fd);
+  ::unlink(probe.c_str());
+  return fd >= 0;
+}
+
+// How many of a file's pages are in the page cache.
+static size_t cached_pages(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  const size_t size = static_cast<size_t>(fs::file_size(path));
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  REQUIRE(map != MAP_FAILED);
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  REQUIRE(::mincore(map, size, resident.data()) == 0);
+  ::munmap(map, size);
+  return static_cast<size_t>(std::count_if(resident.begin(), resident.end(),
+                                            [](unsigned char r) { return r & 1; }));
+}
+
+TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache and read back "
+          "exactly, whatever their size and alignment") {
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
+  constexpr size_t kA = kVolumeIoAlignment;
+  struct Case {
+    size_t size;
+    size_t misalign;  // bytes past an aligned address
+  };
+  const Case cases[] = {{(256 << 10) - 1, 0}, {256 << 10, 0}, {1 << 20, 0}, {(1 << 20) + 1, 0},
+                        {(2 << 20) + kA - 1, 0}, {(2 << 20) + 7, 1}, {(1 << 20), 512}};
+  for (const Case& c : cases) {
+    CAPTURE(c.size);
+    CAPTURE(c.misalign);
+    std::unique_ptr<uint8_t[], void (*)(uint8_t*)> buffer(
+        new (std::align_val_t{kA}) uint8_t[c.size + c.misalign],
+        [](uint8_t* p) { ::operator delete[](p, std::align_val_t{kA}); });
+    std::span<uint8_t> data(buffer.get() + c.misalign, c.size);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + c.size);
+    const std::string name = fmt::format("big{}-{}", c.size, c.misalign);
+    REQUIRE(v->put(name, data).ok());
+    const std::string path =
+        fmt::format("{}/objects/{}/{}", dir.path(), FileVolume::fanout_of(name), name);
+    CHECK(fs::file_size(path) == c.size);
+    // Written directly, the object leaves at most its last partial page
+    // in the page cache; written through the cache, every page.
+    const bool direct = c.misalign == 0 && c.size >= (256 << 10) && takes_direct_io(dir.path());
+    if (direct) CHECK(cached_pages(path) <= 1);
+    std::string back = read_all(*v, name);
+    REQUIRE(back.size() == c.size);
+    CHECK(std::memcmp(back.data(), data.data(), c.size) == 0);
+    // Replacing it with other bytes is seen by the next read.
+    for (auto& b : data) b = static_cast<uint8_t>(~b);
+    REQUIRE(v->put(name, data).ok());
+    back = read_all(*v, name);
+    CHECK(std::memcmp(back.data(), data.data(), c.size) == 0);
+  }
+  CHECK(count_temp_files(dir.path()) == 0);
 }
 
 TEST_CASE("MemoryVolume: concurrent puts") {

@@ -2,7 +2,7 @@
 # A quick A/B of frugalfs builds, for work on speed (the
 # full comparison with other systems is run.sh).
 #
-#   sudo test/bench/phases.sh [--size MIB] [--runs N] [--meta] [-o OPTIONS] FRUGALFS [FRUGALFS...]
+#   sudo test/bench/phases.sh [--size MIB] [--runs N] [--meta] [--fio] [-o OPTIONS] FRUGALFS...
 #
 # For each frugalfs binary, in turns (so that a machine that gets slower or
 # faster during the run affects every binary alike), N times: mkfs on four
@@ -14,6 +14,8 @@
 #   cp_tree       cp -a of /usr/include and /usr/share/doc (files/s)
 #   rm_tree       rm -rf of that copy, after a sync (files/s)
 #   meta_storm    create, stat and unlink 5000 empty files (ops/s)
+# and with --fio, as run.sh does it:
+#   fio_randwrite 16384 random 4 KiB overwrites in a 256 MiB file (IOPS)
 # -o passes mount options (as frugalfs mount -o) to every mount.
 # Prints, per binary and phase, the median rate and the median CPU seconds
 # the daemon used in the phase (user + system), and the daemon's peak RSS.
@@ -22,14 +24,16 @@ set -euo pipefail
 SIZE_MIB=1024
 RUNS=3
 META=0
+FIO=0
 MOUNT_OPTIONS=()
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE_MIB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --meta) META=1; shift ;;
+    --fio) FIO=1; shift ;;
     -o) MOUNT_OPTIONS=(-o "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "phases.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -57,6 +61,10 @@ if [ "$META" = 1 ]; then
   cp -a /usr/share/doc "$WORK/tree/doc"
   TREE_FILES=$(find "$WORK/tree" | wc -l)
   c++ -O2 -std=c++20 -o "$WORK/meta_storm" "$(dirname "$0")/meta_storm.cc"
+fi
+if [ "$FIO" = 1 ] && ! command -v fio >/dev/null; then
+  echo "phases.sh: --fio needs fio (apt-get install fio)" >&2
+  exit 1
 fi
 
 now() { date +%s.%N; }
@@ -97,6 +105,15 @@ run_once() {
   phase read_cold "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
   RSS[$bin]+="$(peak_rss) "
   unmount
+  if [ "$FIO" = 1 ]; then
+    "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+    (cd "$WORK/mnt" && fio --name=layout --filename=fio.bin --size=256M --rw=write --bs=1M \
+      --end_fsync=1 --output=/dev/null)
+    phase fio_randwrite "$bin" 16384 sh -c "cd '$WORK/mnt' && fio --name=randwrite --filename=fio.bin \
+      --size=256M --rw=randwrite --bs=4k --ioengine=psync --number_ios=16384 --end_fsync=1 \
+      --randrepeat=0 --output=/dev/null"
+    unmount
+  fi
   [ "$META" = 1 ] || return 0
   rm -rf "$WORK/meta" "$WORK"/vol?
   "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
@@ -119,9 +136,10 @@ done
 median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "medians of $RUNS runs, $SIZE_MIB MiB, $(nproc) cores"
 PHASES=(write_random write_dup read_cold)
+[ "$FIO" = 1 ] && PHASES+=(fio_randwrite)
 [ "$META" = 1 ] && PHASES+=(cp_tree rm_tree meta_storm)
 printf '%-40s %-13s %8s %10s\n' binary phase "rate" "cpu s"
-echo "(rates: MB/s for the data phases, files/s for the trees, ops/s for the storm)"
+echo "(rates: MB/s for the data phases, IOPS for fio, files/s for the trees, ops/s for the storm)"
 for bin in "${BINS[@]}"; do
   for p in "${PHASES[@]}"; do
     printf '%-40s %-13s %8s %10s\n' "$bin" "$p" "$(echo "${MBS[$bin,$p]}" | median)" "$(echo "${CPU[$bin,$p]}" | median)"
