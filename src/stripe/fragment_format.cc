@@ -153,44 +153,16 @@ int64_t first_bad_block(const ChecksumTable& table, uint32_t block_size, uint64_
 
 std::shared_ptr<const ChecksumTable> ChecksumTableCache::get(uint64_t pack_id, int index,
                                                              uint64_t expected_checksum) {
-  std::lock_guard lock(mu_);
-  auto it = map_.find(Key{pack_id, index});
-  if (it == map_.end()) return nullptr;
-  if (it->second->second->table_checksum != expected_checksum) return nullptr;
-  lru_.splice(lru_.begin(), lru_, it->second);
-  return it->second->second;
+  auto table = lru_.get(Key{pack_id, index});
+  if (table == nullptr || table->table_checksum != expected_checksum) return nullptr;
+  return table;
 }
 
 void ChecksumTableCache::put(uint64_t pack_id, int index,
                              std::shared_ptr<const ChecksumTable> table) {
-  if (capacity_ == 0) return;
-  std::lock_guard lock(mu_);
-  Key key{pack_id, index};
-  auto it = map_.find(key);
-  if (it != map_.end()) {
-    it->second->second = std::move(table);
-    lru_.splice(lru_.begin(), lru_, it->second);
-    return;
-  }
-  lru_.emplace_front(key, std::move(table));
-  map_.emplace(key, lru_.begin());
-  while (lru_.size() > capacity_) {
-    map_.erase(lru_.back().first);
-    lru_.pop_back();
-  }
+  lru_.put(Key{pack_id, index}, std::move(table));
 }
 
-void ChecksumTableCache::erase(uint64_t pack_id, int index) {
-  std::lock_guard lock(mu_);
-  auto it = map_.find(Key{pack_id, index});
-  if (it == map_.end()) return;
-  lru_.erase(it->second);
-  map_.erase(it);
-}
-
-size_t ChecksumTableCache::size() const {
-  std::lock_guard lock(mu_);
-  return map_.size();
-}
+void ChecksumTableCache::erase(uint64_t pack_id, int index) { lru_.erase(Key{pack_id, index}); }
 
 }  // namespace frugalfs::stripe
