@@ -507,6 +507,37 @@ TEST_CASE("random overwrites of an 8 MiB file match a reference buffer") {
   check_invariants(fx.meta, fx.vols);
 }
 
+TEST_CASE("many small overwrites, zeros and rewrites of the same spots match a reference "
+          "buffer, before and after a remount") {
+  Fx fx;
+  std::mt19937_64 rng(22);
+  const size_t size = 2 << 20;
+  std::vector<uint8_t> ref = random_bytes(rng, size / 2);
+  auto text = text_bytes(size / 2, 5);
+  ref.insert(ref.end(), text.begin(), text.end());
+  auto c = fx.create_written(kRoot, "f", ref);
+  const uint64_t ino = c.attr.ino;
+  fx.flush_collect();
+  for (int i = 0; i < 600; ++i) {
+    const size_t len = 1 + rng() % 20000;  // most below the 16 KiB minimum chunk
+    // Often near an earlier spot, so slices get cut again.
+    const size_t off = i % 3 == 0 ? rng() % (size - len + 1) : (rng() % 64) * 4096 % (size - len + 1);
+    std::vector<uint8_t> bytes = rng() % 5 == 0 ? std::vector<uint8_t>(len, 0) : random_bytes(rng, len);
+    fx.write(ino, c.fh, off, bytes);
+    std::copy(bytes.begin(), bytes.end(), ref.begin() + static_cast<std::ptrdiff_t>(off));
+    if (i % 17 == 16) fx.flush_collect();
+    if (i % 50 == 49) REQUIRE(fx.read(ino, c.fh, 0, size) == ref);
+  }
+  fx.flush_collect();
+  REQUIRE(fx.read(ino, c.fh, 0, size) == ref);
+  REQUIRE(fx.fs->release(ino, c.fh).ok());
+  fx.fs->forget(ino, 1);
+  fx.reopen();
+  REQUIRE(fx.contents(ino) == ref);
+  fx.close();
+  check_invariants(fx.meta, fx.vols);
+}
+
 TEST_CASE("read_view hands out the bytes read() copies: stored, holes, unflushed, past the end") {
   Fx fx;
   std::mt19937_64 rng(23);
