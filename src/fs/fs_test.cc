@@ -56,6 +56,14 @@ std::vector<uint8_t> text_bytes(size_t n, uint64_t seed) {
   return std::vector<uint8_t>(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
+// Half random bytes, then half text: both codecs, and dedup-prone regions.
+std::vector<uint8_t> random_then_text(std::mt19937_64& rng, size_t n, uint64_t text_seed) {
+  std::vector<uint8_t> out = random_bytes(rng, n / 2);
+  const auto text = text_bytes(n - n / 2, text_seed);
+  out.insert(out.end(), text.begin(), text.end());
+  return out;
+}
+
 std::span<const uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -457,10 +465,7 @@ TEST_CASE("random overwrites of an 8 MiB file match a reference buffer") {
   Fx fx;
   std::mt19937_64 rng(2);
   const size_t size = 8 << 20;
-  // Half random, half text, so both codecs and dedup-prone regions occur.
-  std::vector<uint8_t> ref = random_bytes(rng, size / 2);
-  auto text = text_bytes(size / 2, 3);
-  ref.insert(ref.end(), text.begin(), text.end());
+  std::vector<uint8_t> ref = random_then_text(rng, size, 3);
   auto c = fx.fs->create(kRoot, "big", 0644, O_RDWR, kUser);
   REQUIRE(c.ok());
   const uint64_t ino = c->attr.ino;
@@ -512,9 +517,7 @@ TEST_CASE("many small overwrites, zeros and rewrites of the same spots match a r
   Fx fx;
   std::mt19937_64 rng(22);
   const size_t size = 2 << 20;
-  std::vector<uint8_t> ref = random_bytes(rng, size / 2);
-  auto text = text_bytes(size / 2, 5);
-  ref.insert(ref.end(), text.begin(), text.end());
+  std::vector<uint8_t> ref = random_then_text(rng, size, 5);
   auto c = fx.create_written(kRoot, "f", ref);
   const uint64_t ino = c.attr.ino;
   fx.flush_collect();

@@ -156,8 +156,10 @@ int FileVolume::write_object(int fd, std::span<const uint8_t> data) {
     if (flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_DIRECT) == 0) {
       direct_bytes = data.size() / kVolumeIoAlignment * kVolumeIoAlignment;
       int err = write_all(io_, fd, data.first(direct_bytes));
-      if (::fcntl(fd, F_SETFL, flags) != 0) return errno;
-      if (err == EINVAL) {  // refused after all: start again through the page cache
+      if (::fcntl(fd, F_SETFL, flags) != 0 && err == 0) err = errno;
+      if (err == EINVAL || err == EOPNOTSUPP || err == ENOTSUP) {
+        // Refused after all (maybe part way, after a short write): start
+        // again from the beginning through the page cache.
         direct_bytes = 0;
         if (::lseek(fd, 0, SEEK_SET) != 0) return errno;
       } else if (err != 0) {

@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -244,8 +246,20 @@ TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or rem
   CHECK(open_descriptors() == before);
 }
 
-// True when the filesystem of dir takes O_DIRECT writes (tmpfs may not).
-static bool takes_direct_io(const std::string& dir) {
+// A buffer at an address aligned to kVolumeIoAlignment, for large puts.
+using AlignedBuffer = std::unique_ptr<uint8_t[], void (*)(uint8_t*)>;
+static AlignedBuffer aligned_buffer(size_t size) {
+  return AlignedBuffer(new (std::align_val_t{kVolumeIoAlignment}) uint8_t[size], [](uint8_t* p) {
+    ::operator delete[](p, std::align_val_t{kVolumeIoAlignment});
+  });
+}
+
+// True when writes with O_DIRECT in dir bypass the page cache: the
+// filesystem takes them and is not tmpfs (which takes them since Linux 6.6
+// but keeps every page in memory anyway).
+static bool bypasses_page_cache(const std::string& dir) {
+  struct statfs fs_info {};
+  if (::statfs(dir.c_str(), &fs_info) != 0 || fs_info.f_type == TMPFS_MAGIC) return false;
   const std::string probe = dir + "/direct-probe";
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
   if (fd >= 0) ::close(fd);
@@ -283,9 +297,7 @@ TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache 
   for (const Case& c : cases) {
     CAPTURE(c.size);
     CAPTURE(c.misalign);
-    std::unique_ptr<uint8_t[], void (*)(uint8_t*)> buffer(
-        new (std::align_val_t{kA}) uint8_t[c.size + c.misalign],
-        [](uint8_t* p) { ::operator delete[](p, std::align_val_t{kA}); });
+    AlignedBuffer buffer = aligned_buffer(c.size + c.misalign);
     std::span<uint8_t> data(buffer.get() + c.misalign, c.size);
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + c.size);
     const std::string name = fmt::format("big{}-{}", c.size, c.misalign);
@@ -295,7 +307,7 @@ TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache 
     CHECK(fs::file_size(path) == c.size);
     // Written directly, the object leaves at most its last partial page
     // in the page cache; written through the cache, every page.
-    const bool direct = c.misalign == 0 && c.size >= (256 << 10) && takes_direct_io(dir.path());
+    const bool direct = c.misalign == 0 && c.size >= (256 << 10) && bypasses_page_cache(dir.path());
     if (direct) CHECK(cached_pages(path) <= 1);
     std::string back = read_all(*v, name);
     REQUIRE(back.size() == c.size);
@@ -680,6 +692,17 @@ TEST_CASE("file volume: an object is durable when put returns, a removal when re
     const std::string path = volume.TEST_object_dir(name) + "/" + name;
     CHECK_MESSAGE(io.survives(path), path);
   }
+  // A large object from an aligned buffer (written with O_DIRECT where the
+  // filesystem takes it) is as durable.
+  {
+    const size_t size = (1 << 20) + 100;
+    AlignedBuffer big = aligned_buffer(size);
+    std::fill_n(big.get(), size, uint8_t{0x5a});
+    const std::string name = "frag-00000000000007ff-0";
+    REQUIRE(volume.put(name, {big.get(), size}).ok());
+    CHECK(io.survives(volume.TEST_object_dir(name) + "/" + name));
+    CHECK(read_all(volume, name) == std::string(size, '\x5a'));
+  }
   // Replacing an object keeps it durable, with the new bytes.
   REQUIRE(volume.put(names[0], bytes_of("new payload")).ok());
   CHECK(io.survives(volume.TEST_object_dir(names[0]) + "/" + names[0]));
@@ -687,6 +710,40 @@ TEST_CASE("file volume: an object is durable when put returns, a removal when re
     REQUIRE(volume.remove(names[i]).ok());
     CHECK(io.removal_survives(volume.TEST_object_dir(names[i]) + "/" + names[i]));
   }
+}
+
+// A FileIo whose O_DIRECT writes stop part way: the first writes half of
+// what it is given, the second fails with EINVAL, as a device that wants
+// another alignment would.
+class DirectWritesRefused : public FileIo {
+ public:
+  ssize_t write(int fd, const void* data, size_t size) override {
+    if ((::fcntl(fd, F_GETFL) & O_DIRECT) != 0) {
+      if (++direct_writes == 1) return FileIo::write(fd, data, size / 2 / kVolumeIoAlignment * kVolumeIoAlignment);
+      errno = EINVAL;
+      return -1;
+    }
+    return FileIo::write(fd, data, size);
+  }
+  int direct_writes = 0;
+};
+
+TEST_CASE("file volume: a direct write refused part way is done again, whole, through the page "
+          "cache") {
+  TempDir dir{"frugalfs-vol"};
+  if (!bypasses_page_cache(dir.path())) return;  // no direct writes here to refuse
+  DirectWritesRefused io;
+  FileVolume volume(dir.path(), "file://" + dir.path(), io);
+  const size_t size = (1 << 20) + 4096 + 17;
+  AlignedBuffer data = aligned_buffer(size);
+  for (size_t i = 0; i < size; ++i) data[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  const std::string name = "frag-0000000000000abc-1";
+  REQUIRE(volume.put(name, {data.get(), size}).ok());
+  CHECK(io.direct_writes == 2);
+  const std::string back = read_all(volume, name);
+  REQUIRE(back.size() == size);
+  CHECK(std::memcmp(back.data(), data.get(), size) == 0);
+  CHECK(count_temp_files(dir.path()) == 0);
 }
 
 TEST_CASE("file volume: the power-loss model catches a missing fsync") {
