@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +20,15 @@ namespace frugalfs {
 
 // Buffers for large puts should start at a multiple of this many bytes.
 inline constexpr size_t kVolumeIoAlignment = 4096;
+
+// Bytes at an address aligned to kVolumeIoAlignment, not initialized.
+struct AlignedDelete {
+  void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{kVolumeIoAlignment}); }
+};
+using AlignedBytes = std::unique_ptr<uint8_t[], AlignedDelete>;
+inline AlignedBytes make_aligned_bytes(size_t size) {
+  return AlignedBytes(new (std::align_val_t{kVolumeIoAlignment}) uint8_t[size]);
+}
 
 struct ObjectInfo {
   std::string name;

@@ -154,6 +154,16 @@ struct Fx {
     Status s = fs->TEST_flush_and_collect();
     REQUIRE_MESSAGE(s.ok(), s.ToString());
   }
+  // Flushes the file open as fh, which must hold ref, lets it go, and checks
+  // it again after a remount.
+  void flush_release_remount_compare(uint64_t ino, uint64_t fh, const std::vector<uint8_t>& ref) {
+    flush_collect();
+    REQUIRE(read(ino, fh, 0, ref.size()) == ref);
+    REQUIRE(fs->release(ino, fh).ok());
+    fs->forget(ino, 1);
+    reopen();
+    REQUIRE(contents(ino) == ref);
+  }
 
   // create + write: the handle stays open, and the lookup of create counted.
   FileSystem::Created create_written(uint64_t parent, std::string_view name,
@@ -531,12 +541,7 @@ TEST_CASE("many small overwrites, zeros and rewrites of the same spots match a r
     if (i % 17 == 16) fx.flush_collect();
     if (i % 50 == 49) REQUIRE(fx.read(ino, c.fh, 0, size) == ref);
   }
-  fx.flush_collect();
-  REQUIRE(fx.read(ino, c.fh, 0, size) == ref);
-  REQUIRE(fx.fs->release(ino, c.fh).ok());
-  fx.fs->forget(ino, 1);
-  fx.reopen();
-  REQUIRE(fx.contents(ino) == ref);
+  fx.flush_release_remount_compare(ino, c.fh, ref);
   fx.close();
   check_invariants(fx.meta, fx.vols);
 }
@@ -1140,12 +1145,7 @@ TEST_CASE("reads, writes and truncates race with background flushes") {
   CHECK(bad == 0);
   CHECK(fx.names(kRoot) == std::set<std::string>{"race"});
   REQUIRE(fx.read(ino, fh, 0, size) == ref);
-  fx.flush_collect();
-  REQUIRE(fx.read(ino, fh, 0, size) == ref);
-  REQUIRE(fx.fs->release(ino, fh).ok());
-  fx.fs->forget(ino, 1);
-  fx.reopen();
-  REQUIRE(fx.contents(ino) == ref);
+  fx.flush_release_remount_compare(ino, fh, ref);
   fx.close();
   check_invariants(fx.meta, fx.vols);
 }

@@ -182,7 +182,6 @@ class VerifiedBlockCache {
            std::shared_ptr<const Block> bytes) {
     lru_.put(Key{pack_id, index, table_checksum, block}, std::move(bytes));
   }
-  size_t size() const { return lru_.size(); }
 
  private:
   struct Key {

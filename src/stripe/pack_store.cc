@@ -105,14 +105,8 @@ Status check_layout(const PackLayout& l) {
 // metadata backup's, are freed.
 class BufferPool {
  public:
-  // Aligned for volumes that write large objects without the page cache.
-  struct AlignedDelete {
-    void operator()(uint8_t* p) const {
-      ::operator delete[](p, std::align_val_t{kVolumeIoAlignment});
-    }
-  };
   struct Buffer {
-    std::unique_ptr<uint8_t[], AlignedDelete> bytes;
+    AlignedBytes bytes;  // aligned: volumes write large objects without the page cache
     size_t size = 0;
   };
 
@@ -132,9 +126,7 @@ class BufferPool {
         return b;
       }
     }
-    return {std::unique_ptr<uint8_t[], AlignedDelete>(
-                new (std::align_val_t{kVolumeIoAlignment}) uint8_t[size]),
-            size};
+    return {make_aligned_bytes(size), size};
   }
 
   void give_back(Buffer b) {

@@ -246,14 +246,6 @@ TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or rem
   CHECK(open_descriptors() == before);
 }
 
-// A buffer at an address aligned to kVolumeIoAlignment, for large puts.
-using AlignedBuffer = std::unique_ptr<uint8_t[], void (*)(uint8_t*)>;
-static AlignedBuffer aligned_buffer(size_t size) {
-  return AlignedBuffer(new (std::align_val_t{kVolumeIoAlignment}) uint8_t[size], [](uint8_t* p) {
-    ::operator delete[](p, std::align_val_t{kVolumeIoAlignment});
-  });
-}
-
 // True when writes with O_DIRECT in dir bypass the page cache: the
 // filesystem takes them and is not tmpfs (which takes them since Linux 6.6
 // but keeps every page in memory anyway).
@@ -297,7 +289,7 @@ TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache 
   for (const Case& c : cases) {
     CAPTURE(c.size);
     CAPTURE(c.misalign);
-    AlignedBuffer buffer = aligned_buffer(c.size + c.misalign);
+    AlignedBytes buffer = make_aligned_bytes(c.size + c.misalign);
     std::span<uint8_t> data(buffer.get() + c.misalign, c.size);
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + c.size);
     const std::string name = fmt::format("big{}-{}", c.size, c.misalign);
@@ -696,7 +688,7 @@ TEST_CASE("file volume: an object is durable when put returns, a removal when re
   // filesystem takes it) is as durable.
   {
     const size_t size = (1 << 20) + 100;
-    AlignedBuffer big = aligned_buffer(size);
+    AlignedBytes big = make_aligned_bytes(size);
     std::fill_n(big.get(), size, uint8_t{0x5a});
     const std::string name = "frag-00000000000007ff-0";
     REQUIRE(volume.put(name, {big.get(), size}).ok());
@@ -735,7 +727,7 @@ TEST_CASE("file volume: a direct write refused part way is done again, whole, th
   DirectWritesRefused io;
   FileVolume volume(dir.path(), "file://" + dir.path(), io);
   const size_t size = (1 << 20) + 4096 + 17;
-  AlignedBuffer data = aligned_buffer(size);
+  AlignedBytes data = make_aligned_bytes(size);
   for (size_t i = 0; i < size; ++i) data[i] = static_cast<uint8_t>(i * 7 + i / 4096);
   const std::string name = "frag-0000000000000abc-1";
   REQUIRE(volume.put(name, {data.get(), size}).ok());
