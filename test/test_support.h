@@ -1,11 +1,17 @@
-// Helpers shared by the unit tests (src/*/*_test.cc): a temporary directory
-// and deterministic random bytes.
+// Helpers shared by the unit tests (src/*/*_test.cc): a temporary directory,
+// deterministic random bytes, and what the page cache holds of a file.
 
 #pragma once
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -69,6 +75,33 @@ inline std::vector<uint8_t> random_bytes(std::mt19937_64& rng, size_t n,
   }
   for (; i < n; ++i) out[i] = static_cast<uint8_t>(rng());
   return out;
+}
+
+// How many of a file's pages are in the page cache.
+inline size_t cached_pages(const std::string& path) {
+  const size_t size = static_cast<size_t>(std::filesystem::file_size(path));
+  if (size == 0) return 0;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  REQUIRE(map != MAP_FAILED);
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  REQUIRE(::mincore(map, size, resident.data()) == 0);
+  ::munmap(map, size);
+  return static_cast<size_t>(std::count_if(resident.begin(), resident.end(),
+                                            [](unsigned char r) { return r & 1; }));
+}
+
+// Drops a file's clean pages from the page cache; true if none are left
+// (false on tmpfs, which keeps them).
+inline bool drop_cached_pages(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  return cached_pages(path) == 0;
 }
 
 }  // namespace frugalfs::test

@@ -59,6 +59,10 @@ class ChunkStore {
     std::span<const uint8_t> bytes;
   };
   Result<Bytes> get(const Sha256& id);
+  // A hint that chunks `ids` will be read soon, in this order: the volumes
+  // may start fetching the stored bytes of those not cached. Never waits for
+  // the data; a chunk it cannot find is skipped.
+  void prefetch(std::span<const Sha256> ids);
 
   // One more / one fewer extent names chunk `id`.
   Status add_ref(MetaStore::Txn& txn, const Sha256& id);

@@ -170,6 +170,12 @@ class FileSystem {
     std::vector<std::shared_ptr<const void>> owners;
   };
   Result<ReadView> read_view(uint64_t ino, uint64_t fh, uint64_t offset, std::span<uint8_t> buffer);
+  // Tells the filesystem a read of [offset, offset + size) was answered.
+  // When the reads of the file go forward, the volumes are asked to fetch
+  // the stored data up to kReadAheadBytes past it, so that it is in memory
+  // when the next reads come. Never waits for the data; best effort.
+  static constexpr uint64_t kReadAheadBytes = 8 << 20;
+  void read_ahead(uint64_t ino, uint64_t offset, uint64_t size) noexcept;
   // Writes all of data at offset (at the end of file for O_APPEND handles).
   Result<size_t> write(uint64_t ino, uint64_t fh, uint64_t offset, std::span<const uint8_t> data);
   Status flush(uint64_t ino, uint64_t fh);

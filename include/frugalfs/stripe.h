@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -109,6 +110,23 @@ class PackStore {
   // same range of k other fragments. EIO (with a message naming the pack) if
   // fewer than k good fragments remain.
   Status read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out);
+
+  // Bytes of a pack in place, valid while `owner` lives.
+  struct View {
+    std::shared_ptr<const void> owner;
+    std::span<const uint8_t> bytes;
+  };
+  // The `len` bytes at offset of the pack in place, without a copy: when they
+  // lie in one window of verified payload of one data fragment, and that
+  // window is cached or the reads of that fragment look sequential (then the
+  // whole window is read, verified or rebuilt, and kept). Otherwise nullopt:
+  // read() them.
+  Result<std::optional<View>> view(const PackLayout& layout, uint64_t offset, uint64_t len);
+
+  // A hint that the `len` bytes at offset of the pack will be read soon: the
+  // volumes of its data fragments may start fetching them. Never waits for
+  // the data and never fails.
+  void prefetch(const PackLayout& layout, uint64_t offset, uint64_t len);
 
   // Removes every fragment of the pack; fragments already missing are fine.
   Status remove(const PackLayout& layout);

@@ -61,6 +61,15 @@ class Volume {
   virtual Result<size_t> read(std::string_view name, uint64_t offset,
                               std::span<uint8_t> out) = 0;
 
+  // A hint that bytes [offset, offset + len) of an object will be read soon.
+  // A backend that can fetch them in the background starts to; nothing
+  // waits for it and nothing fails (a wrong name or range is ignored).
+  virtual void prefetch(std::string_view name, uint64_t offset, uint64_t len) {
+    (void)name;
+    (void)offset;
+    (void)len;
+  }
+
   // Removes an object durably. ENOENT if there is no such object.
   virtual Status remove(std::string_view name) = 0;
 
@@ -105,7 +114,15 @@ class MemoryVolume : public Volume {
   Status list(std::string_view prefix,
               const std::function<void(const ObjectInfo&)>& visit) override;
   Result<SpaceInfo> space() override;
+  // Only recorded, for TEST_take_prefetches.
+  void prefetch(std::string_view name, uint64_t offset, uint64_t len) override;
 
+  struct PrefetchHint {
+    std::string name;
+    uint64_t offset = 0, len = 0;
+  };
+  // The prefetch calls since the last take, in order.
+  std::vector<PrefetchHint> TEST_take_prefetches();
   // Every later call fails with EIO while offline is set.
   void TEST_set_offline(bool offline);
   // Flips the bits of one byte of an object (no-op if out of range).

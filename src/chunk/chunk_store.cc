@@ -117,8 +117,14 @@ struct ChunkStore::State {
     if (options.log) options.log(line);
   }
 
+  // A chunk's bytes, and its own buffer (to keep in the cache) unless the
+  // bytes are in place in a window the pack store keeps.
+  struct Loaded {
+    Bytes bytes;
+    ChunkCache::Data own;
+  };
   // Reads, verifies and decompresses a chunk, not through the cache.
-  Result<ChunkCache::Data> load(const Sha256& id);
+  Result<Loaded> load(const Sha256& id);
 
   // Moves the live chunks of one pack into new packs; copy, commit, delete.
   Status compact(uint64_t pack_id);
@@ -140,7 +146,7 @@ Result<std::shared_ptr<const PackLayout>> ChunkStore::State::pack_layout(uint64_
   return layout;
 }
 
-Result<ChunkCache::Data> ChunkStore::State::load(const Sha256& id) {
+Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id) {
   // A compaction may move the chunk between reading its record and reading
   // its pack (and then delete the old pack): one retry with a fresh record.
   Status last;
@@ -152,10 +158,24 @@ Result<ChunkCache::Data> ChunkStore::State::load(const Sha256& id) {
       last = layout.status();
       continue;
     }
+    const bool is_raw = chunk->codec == Codec::kRaw && chunk->stored_len == chunk->raw_len;
+    if (is_raw) {  // in place, if a sequential reader is in its window
+      auto view = packs.view(**layout, chunk->offset, chunk->stored_len);
+      if (!view.ok()) {
+        last = view.status();
+        continue;
+      }
+      if (*view) {
+        if (xxh3_64((*view)->bytes) != chunk->checksum) {
+          last = Errorf(EIO, "stored bytes fail their checksum");
+          continue;
+        }
+        return Loaded{Bytes{std::move((*view)->owner), (*view)->bytes}, nullptr};
+      }
+    }
     auto raw = std::make_shared<ChunkBytes>(chunk->raw_len);
     // A raw chunk is read straight into its result; a compressed one into a
     // buffer; neither is zero-filled first.
-    const bool is_raw = chunk->codec == Codec::kRaw && chunk->stored_len == chunk->raw_len;
     std::unique_ptr<uint8_t[]> buffer;
     if (!is_raw) buffer = std::make_unique_for_overwrite<uint8_t[]>(chunk->stored_len);
     std::span<uint8_t> stored = is_raw ? std::span<uint8_t>(*raw) : std::span(buffer.get(), chunk->stored_len);
@@ -166,7 +186,10 @@ Result<ChunkCache::Data> ChunkStore::State::load(const Sha256& id) {
       continue;
     }
     if (!is_raw) last = decompress_chunk(chunk->codec, stored, *raw);
-    if (last.ok()) return ChunkCache::Data(std::move(raw));
+    if (last.ok()) {
+      std::span<const uint8_t> bytes(raw->data(), raw->size());
+      return Loaded{Bytes{raw, bytes}, std::move(raw)};
+    }
   }
   return Errorf(last.code() ? last.code() : EIO, "chunk {}: {}", chunk_name(id), last.message());
 }
@@ -183,11 +206,40 @@ Result<ChunkStore::Bytes> ChunkStore::get(const Sha256& id) {
     ++(data ? state_->counters.cache_hits : state_->counters.cache_misses);
   }
   if (!data) {
-    FRUGAL_ASSIGN_OR_RETURN(data, state_->load(id));
-    state_->cache.put(id, data);
+    FRUGAL_ASSIGN_OR_RETURN(State::Loaded loaded, state_->load(id));
+    if (loaded.own) state_->cache.put(id, std::move(loaded.own));
+    return std::move(loaded.bytes);
   }
   std::span<const uint8_t> bytes(data->data(), data->size());
   return Bytes{std::move(data), bytes};
+}
+
+void ChunkStore::prefetch(std::span<const Sha256> ids) {
+  // Runs of chunks stored one after another in one pack (each after its
+  // entry header) become one hint.
+  std::shared_ptr<const PackLayout> layout;
+  uint64_t begin = 0, end = 0;
+  auto hint = [&] {
+    if (layout && end > begin) state_->packs.prefetch(*layout, begin, end - begin);
+  };
+  for (const Sha256& id : ids) {
+    if (state_->cache.get(id)) continue;
+    auto chunk = state_->meta.get_chunk(id);
+    if (!chunk.ok()) continue;
+    if (!layout || layout->pack_id != chunk->pack_id || chunk->offset < end ||
+        chunk->offset > end + kPackEntryHeaderSize) {
+      hint();
+      auto l = state_->pack_layout(chunk->pack_id);
+      if (!l.ok()) {
+        layout = nullptr;
+        continue;
+      }
+      layout = *l;
+      begin = chunk->offset;
+    }
+    end = chunk->offset + chunk->stored_len;
+  }
+  hint();
 }
 
 Status ChunkStore::read(const Sha256& id, uint32_t offset, std::span<uint8_t> out) {

@@ -57,12 +57,21 @@ struct Env {
     store = std::make_unique<ChunkStore>(*meta, *packs, options);
   }
 
-  // A second ChunkStore on the same metadata and packs, with no cache, so
-  // every read goes to the volumes.
+  // A second ChunkStore on the same metadata and volumes, with no chunk
+  // cache and a pack store of its own (no cached windows), so every read goes
+  // to the volumes. Lives no longer than this Env.
   std::unique_ptr<ChunkStore> cold_store() {
     ChunkStoreOptions o = options;
     o.cache_bytes = 0;
-    return std::make_unique<ChunkStore>(*meta, *packs, o);
+    auto code = ErasureCode::ReedSolomon(2, 2);
+    REQUIRE(code.ok());
+    cold_packs.push_back(std::make_unique<PackStore>(volumes, std::move(code).value(), 4096));
+    return std::make_unique<ChunkStore>(*meta, *cold_packs.back(), o);
+  }
+  uint64_t degraded_reads() const {
+    uint64_t n = packs->degraded_reads();
+    for (const auto& p : cold_packs) n += p->degraded_reads();
+    return n;
   }
 
   // Stores the chunks through one writer and commits them with one
@@ -152,6 +161,7 @@ struct Env {
   VolumeSet volumes;
   std::vector<MemoryVolume*> mem;
   std::unique_ptr<PackStore> packs;
+  std::vector<std::unique_ptr<PackStore>> cold_packs;  // see cold_store()
   ChunkStoreOptions options;
   std::vector<std::string> log;
   std::unique_ptr<ChunkStore> store;
@@ -232,6 +242,55 @@ TEST_CASE("PackWriter dedups within one writer and against committed chunks") {
   CHECK(env.pack_records().size() == 1);
   CHECK(env.chunk_count() == 2);
   CHECK(env.meta->get_chunk(*ida)->refcount == 2);  // stage does not touch committed chunks
+}
+
+TEST_CASE("prefetch hints each run of uncached chunks once, to the volumes of the data fragments") {
+  Env env;
+  std::mt19937_64 rng(31);
+  std::vector<std::vector<uint8_t>> chunks;
+  for (int i = 0; i < 6; ++i) chunks.push_back(random_bytes(rng, 30000));
+  auto ids = env.commit(chunks);
+  auto packs = env.pack_records();
+  REQUIRE(packs.size() == 1);
+  const PackLayout& layout = packs[0].layout;
+  auto take = [&] {
+    std::map<std::string, std::vector<MemoryVolume::PrefetchHint>> by_volume;
+    for (MemoryVolume* v : env.mem) by_volume[v->uri()] = v->TEST_take_prefetches();
+    return by_volume;
+  };
+  auto hints_of = [&](auto& by_volume, int index) {
+    return by_volume[env.volumes.uri(layout.volumes[static_cast<size_t>(index)])];
+  };
+  take();
+  // The six chunks lie one after another across both data fragments: one
+  // hint each, up to the end of the last chunk's blocks.
+  auto cold = env.cold_store();
+  cold->prefetch(ids);
+  auto hints = take();
+  REQUIRE(hints_of(hints, 0).size() == 1);
+  REQUIRE(hints_of(hints, 1).size() == 1);
+  CHECK(hints_of(hints, 2).empty());
+  CHECK(hints_of(hints, 3).empty());
+  CHECK(hints_of(hints, 0)[0].name == fragment_object_name(layout.pack_id, 0));
+  CHECK(hints_of(hints, 1)[0].name == fragment_object_name(layout.pack_id, 1));
+  // Two chunks apart: two hints. An unknown chunk: none.
+  Sha256 unknown{};
+  unknown[0] = 1;
+  cold->prefetch(std::vector<Sha256>{ids[0], unknown, ids[2]});
+  hints = take();
+  CHECK(hints_of(hints, 0).size() == 2);
+  // Chunks in the chunk cache (decompressed ones) are not asked for.
+  auto text = env.commit({text_bytes(50000, 4), text_bytes(50000, 5)});
+  for (const Sha256& id : text) REQUIRE(env.store->get(id).ok());
+  take();
+  env.store->prefetch(text);
+  hints = take();
+  for (const auto& [uri, list] : hints) CHECK_MESSAGE(list.empty(), uri);
+  env.cold_store()->prefetch(text);
+  hints = take();
+  size_t asked = 0;
+  for (const auto& [uri, list] : hints) asked += list.size();
+  CHECK(asked >= 1);
 }
 
 TEST_CASE("committed chunks read back, whole and in sub-ranges, raw and compressed") {
@@ -598,7 +657,7 @@ TEST_CASE("reads survive two offline volumes; three are EIO") {
       env.mem[b]->TEST_set_offline(false);
     }
   }
-  CHECK(env.packs->degraded_reads() > 0);
+  CHECK(env.degraded_reads() > 0);
   for (int i = 0; i < 3; ++i) env.mem[i]->TEST_set_offline(true);
   std::vector<uint8_t> out(chunks[0].size());
   Status s = env.cold_store()->read(ids[0], 0, out);

@@ -248,6 +248,39 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
   return view;
 }
 
+void FileSystem::read_ahead(uint64_t ino, uint64_t offset, uint64_t size) noexcept try {
+  State& s = *state_;
+  InodeTable::Ptr state = s.inodes.find(ino);
+  if (!state) return;
+  uint64_t from, to;
+  {
+    std::lock_guard lock(state->mu);
+    const uint64_t end = offset + size;
+    // The kernel's own read-ahead keeps a few requests in flight, answered
+    // in any order: "forward" is anywhere near where the last one ended.
+    const uint64_t last = std::exchange(state->read_end, end);
+    const bool forward = (offset >= last ? offset - last : last - offset) <= kReadAheadBytes / 4;
+    if (!forward) {
+      state->read_ahead_until = 0;
+      return;
+    }
+    // Asked for in steps of half the distance, not for every read.
+    from = std::max(end, state->read_ahead_until);
+    to = std::min(end + kReadAheadBytes, state->size);
+    if (from >= to || from - end > kReadAheadBytes / 2) return;
+    state->read_ahead_until = to;
+  }
+  std::vector<Sha256> ids;
+  Status listed = s.meta->list_extents(ino, from, [&](const Extent& e) {
+    if (e.file_offset >= to) return false;
+    if (ids.empty() || ids.back() != e.chunk) ids.push_back(e.chunk);
+    return true;
+  });
+  if (listed.ok()) s.chunks->prefetch(ids);
+} catch (...) {
+  // Only a hint: a failure (out of memory) costs the read-ahead, nothing else.
+}
+
 Result<size_t> FileSystem::write(uint64_t ino, uint64_t fh, uint64_t offset,
                                  std::span<const uint8_t> data) {
   State& s = *state_;

@@ -599,6 +599,71 @@ TEST_CASE("read_view hands out the bytes read() copies: stored, holes, unflushed
   REQUIRE(fx.fs->release(ino, c.fh).ok());
 }
 
+TEST_CASE("read_ahead: reads that go forward bring the next stored bytes into memory; others "
+          "do not") {
+  Fx fx;
+  std::mt19937_64 rng(41);
+  const auto data = random_bytes(rng, 24 << 20);  // six packs of 4 MiB, stored raw
+  auto c = fx.create_written(kRoot, "big", data);
+  const uint64_t ino = c.attr.ino;
+  fx.flush_collect();
+  std::vector<std::string> fragments;
+  for (const auto& vol : fx.vols) {
+    for (const auto& e : std::filesystem::recursive_directory_iterator(vol)) {
+      if (e.is_regular_file() && e.path().filename().string().starts_with("frag-")) {
+        fragments.push_back(e.path());
+      }
+    }
+  }
+  REQUIRE(fragments.size() >= 24);
+  auto cached_bytes = [&] {
+    size_t pages = 0;
+    for (const auto& f : fragments) pages += test::cached_pages(f);
+    return pages * 4096;
+  };
+  auto drop_all = [&] {
+    bool dropped = true;
+    for (const auto& f : fragments) dropped = test::drop_cached_pages(f) && dropped;
+    return dropped;
+  };
+  if (!drop_all()) {
+    MESSAGE("skipped: the page cache keeps the fragments' pages (tmpfs?)");
+    return;
+  }
+  // A read far from the last (which ended at 0): nothing is asked for.
+  fx.fs->read_ahead(ino, 12 << 20, 1 << 20);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(cached_bytes() == 0);
+  // A read right after it: the next 8 MiB of the file.
+  fx.fs->read_ahead(ino, 13 << 20, 1 << 20);
+  size_t cached = 0;
+  for (int i = 0; i < 300 && cached < (8 << 20); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    cached = cached_bytes();
+  }
+  CHECK(cached >= (8 << 20));
+  CHECK(cached < (12 << 20));  // data fragments only, and not the whole file
+  // Further forward reads ask for more only once half of it is used.
+  REQUIRE(drop_all());
+  fx.fs->read_ahead(ino, 14 << 20, 1 << 20);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(cached_bytes() == 0);
+  // Ends at 18 MiB, 4 MiB before what was asked for: from there to the end
+  // of the file (22..24 MiB).
+  fx.fs->read_ahead(ino, 17 << 20, 1 << 20);
+  cached = 0;
+  for (int i = 0; i < 300 && cached < (2 << 20); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    cached = cached_bytes();
+  }
+  CHECK(cached >= (2 << 20));
+  CHECK(cached < (4 << 20));
+  // The bytes read through the prefetched fragments are the file's.
+  CHECK(fx.read(ino, c.fh, 13 << 20, 10 << 20) ==
+        std::vector<uint8_t>(data.begin() + (13 << 20), data.begin() + (23 << 20)));
+  REQUIRE(fx.fs->release(ino, c.fh).ok());
+}
+
 TEST_CASE("a sparse file: data at 0 and at 5 GiB, zeros between, little stored") {
   Fx fx;
   const uint64_t far = 5ull << 30;

@@ -56,13 +56,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  FileSystem& fs = fs_of(req);  // req is gone once answered
+  bool answered_with_data = false;
   guarded(req, "read", [&] {
     // One buffer per worker thread, grown to the largest request (1 MiB).
     thread_local std::vector<uint8_t> buffer;
     if (buffer.size() < size) buffer.resize(size);
     // Stored bytes go to the kernel from where they are cached, not copied
     // into the buffer first.
-    Result<FileSystem::ReadView> view = fs_of(req).read_view(
+    Result<FileSystem::ReadView> view = fs.read_view(
         ino, fi->fh, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
     if (!view.ok()) return reply_status(req, view.status());
     // A writev takes at most 1024 pieces (the reply's header is one): a
@@ -85,8 +87,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
       fuse_reply_buf(req, nullptr, 0);
     } else {
       fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+      answered_with_data = true;
     }
   });
+  // After the reply, so that the reader does not wait for it.
+  if (answered_with_data) fs.read_ahead(ino, static_cast<uint64_t>(off), size);
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

@@ -151,18 +151,4 @@ int64_t first_bad_block(const ChecksumTable& table, uint32_t block_size, uint64_
   return -1;
 }
 
-std::shared_ptr<const ChecksumTable> ChecksumTableCache::get(uint64_t pack_id, int index,
-                                                             uint64_t expected_checksum) {
-  auto table = lru_.get(Key{pack_id, index});
-  if (table == nullptr || table->table_checksum != expected_checksum) return nullptr;
-  return table;
-}
-
-void ChecksumTableCache::put(uint64_t pack_id, int index,
-                             std::shared_ptr<const ChecksumTable> table) {
-  lru_.put(Key{pack_id, index}, std::move(table));
-}
-
-void ChecksumTableCache::erase(uint64_t pack_id, int index) { lru_.erase(Key{pack_id, index}); }
-
 }  // namespace frugalfs::stripe

@@ -10,12 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <span>
-#include <unordered_map>
-#include <utility>
 #include <vector>
 
 #include "frugalfs/status.h"
@@ -82,122 +78,5 @@ Result<std::shared_ptr<const ChecksumTable>> parse_checksum_table(std::span<cons
 // (which starts at block first_block and ends at the range's end), or -1.
 int64_t first_bad_block(const ChecksumTable& table, uint32_t block_size, uint64_t first_block,
                         std::span<const uint8_t> data);
-
-// A bounded LRU map from keys to shared, immutable values. Thread-safe.
-template <typename Key, typename Value, typename Hash>
-class SharedLru {
- public:
-  explicit SharedLru(size_t capacity) : capacity_(capacity) {}
-
-  std::shared_ptr<const Value> get(const Key& key) {
-    std::lock_guard lock(mu_);
-    auto it = map_.find(key);
-    if (it == map_.end()) return nullptr;
-    lru_.splice(lru_.begin(), lru_, it->second);
-    return it->second->second;
-  }
-  void put(const Key& key, std::shared_ptr<const Value> value) {
-    if (capacity_ == 0) return;
-    std::shared_ptr<const Value> evicted;  // freed outside the lock
-    std::lock_guard lock(mu_);
-    auto it = map_.find(key);
-    if (it != map_.end()) {
-      evicted = std::exchange(it->second->second, std::move(value));
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return;
-    }
-    lru_.emplace_front(key, std::move(value));
-    map_.emplace(key, lru_.begin());
-    if (lru_.size() > capacity_) {
-      evicted = std::move(lru_.back().second);
-      map_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-  }
-  void erase(const Key& key) {
-    std::lock_guard lock(mu_);
-    auto it = map_.find(key);
-    if (it == map_.end()) return;
-    lru_.erase(it->second);
-    map_.erase(it);
-  }
-  size_t size() const {
-    std::lock_guard lock(mu_);
-    return map_.size();
-  }
-
- private:
-  using Entry = std::pair<Key, std::shared_ptr<const Value>>;
-  const size_t capacity_;
-  mutable std::mutex mu_;
-  std::list<Entry> lru_;  // most recently used first
-  std::unordered_map<Key, typename std::list<Entry>::iterator, Hash> map_;
-};
-
-// A bounded LRU of checksum tables keyed by (pack id, fragment index).
-// Thread-safe.
-class ChecksumTableCache {
- public:
-  explicit ChecksumTableCache(size_t capacity) : lru_(capacity) {}
-
-  // The cached table, if its checksum still equals `expected_checksum`.
-  std::shared_ptr<const ChecksumTable> get(uint64_t pack_id, int index, uint64_t expected_checksum);
-  void put(uint64_t pack_id, int index, std::shared_ptr<const ChecksumTable> table);
-  void erase(uint64_t pack_id, int index);
-  size_t size() const { return lru_.size(); }
-
- private:
-  struct Key {
-    uint64_t pack_id;
-    int index;
-    bool operator==(const Key&) const = default;
-  };
-  struct KeyHash {
-    size_t operator()(const Key& key) const {
-      return std::hash<uint64_t>()(key.pack_id * 0x9E3779B97F4A7C15ULL +
-                                   static_cast<uint64_t>(key.index));
-    }
-  };
-  SharedLru<Key, ChecksumTable, KeyHash> lru_;
-};
-
-// Payload blocks that passed their checksum, keyed by pack id, fragment index,
-// the fragment's table checksum (so that bytes of another fragment can never
-// answer) and block number. Reads of neighbouring chunks share the blocks at
-// their edges: each is read and verified once instead of once per chunk.
-// Thread-safe.
-class VerifiedBlockCache {
- public:
-  struct Block {
-    std::unique_ptr<uint8_t[]> bytes;
-    size_t size = 0;
-  };
-  explicit VerifiedBlockCache(size_t capacity) : lru_(capacity) {}
-
-  std::shared_ptr<const Block> get(uint64_t pack_id, int index, uint64_t table_checksum,
-                                   uint64_t block) {
-    return lru_.get(Key{pack_id, index, table_checksum, block});
-  }
-  void put(uint64_t pack_id, int index, uint64_t table_checksum, uint64_t block,
-           std::shared_ptr<const Block> bytes) {
-    lru_.put(Key{pack_id, index, table_checksum, block}, std::move(bytes));
-  }
-
- private:
-  struct Key {
-    uint64_t pack_id;
-    int index;
-    uint64_t table_checksum;
-    uint64_t block;
-    bool operator==(const Key&) const = default;
-  };
-  struct KeyHash {
-    size_t operator()(const Key& key) const {
-      return std::hash<uint64_t>()((key.pack_id * 0x9E3779B97F4A7C15ULL + key.block) * 31 +
-                                   static_cast<uint64_t>(key.index));
-    }
-  };
-  SharedLru<Key, Block, KeyHash> lru_;
-};
 
 }  // namespace frugalfs::stripe

@@ -22,6 +22,7 @@
 #include "frugalfs/hash.h"
 #include "frugalfs/stripe.h"
 #include "stripe/fragment_format.h"
+#include "stripe/read_caches.h"
 #include "util/parallel.h"
 
 namespace frugalfs {
@@ -76,9 +77,13 @@ Result<FragmentInfo> read_fragment_info(Volume& volume, std::string_view name) {
 namespace {
 
 constexpr size_t kTableCacheEntries = 4096;
-// Verified blocks kept for the next read (2 MiB with 64 KiB blocks): enough
-// for the edges of the reads of a few sequential readers.
-constexpr size_t kBlockCacheEntries = 32;
+// Sequential reads read and verify fragment payload in windows of this many
+// bytes (rounded down to whole blocks): one read per window instead of one
+// per chunk, and the chunks are used in place.
+constexpr uint64_t kWindowBytes = uint64_t{1} << 20;
+// Windows kept (32 MiB): the windows a few sequential readers are in.
+constexpr size_t kWindowCacheEntries = 32;
+constexpr size_t kReadCursorEntries = 1024;
 constexpr int kMaxFragments = 32;
 constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
 
@@ -155,7 +160,8 @@ struct PackStore::State {
   std::unique_ptr<ErasureCode> code;  // the geometry new packs are written with
   const uint32_t block_size;
   stripe::ChecksumTableCache tables{kTableCacheEntries};
-  stripe::VerifiedBlockCache edge_blocks{kBlockCacheEntries};
+  stripe::VerifiedWindowCache windows{kWindowCacheEntries};
+  stripe::ReadCursors cursors{kReadCursorEntries};
   std::atomic<uint64_t> degraded_reads{0};
   BufferPool buffers;  // fragment objects being built
 
@@ -178,10 +184,11 @@ struct PackStore::State {
   // out.size()) of fragment `index`: whole blocks, or the fragment's end.
   Status read_blocks(const PackLayout& layout, const ErasureCode& code, int index, uint64_t begin,
                      std::span<uint8_t> out);
-  // Block `block` of fragment `index`, verified or rebuilt: from edge_blocks,
+  // Window `window` of fragment `index`, verified or rebuilt: from the cache,
   // or read and kept there.
-  Result<std::shared_ptr<const stripe::VerifiedBlockCache::Block>> edge_block(
-      const PackLayout& layout, const ErasureCode& code, int index, uint64_t block);
+  Result<stripe::VerifiedWindowCache::WindowPtr> window(const PackLayout& layout,
+                                                        const ErasureCode& code, int index,
+                                                        uint64_t window);
   Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
                              uint64_t begin, uint64_t end, std::span<uint8_t> out);
   void note_degraded_write(uint64_t pack_id, int durable, int total,
@@ -303,41 +310,66 @@ Status PackStore::State::read_blocks(const PackLayout& layout, const ErasureCode
   return Status::Ok();
 }
 
-Result<std::shared_ptr<const stripe::VerifiedBlockCache::Block>> PackStore::State::edge_block(
-    const PackLayout& layout, const ErasureCode& code, int index, uint64_t block) {
+uint64_t window_bytes(const PackLayout& layout) {
+  return std::max<uint64_t>(layout.block_size, kWindowBytes / layout.block_size * layout.block_size);
+}
+
+Result<stripe::VerifiedWindowCache::WindowPtr> PackStore::State::window(const PackLayout& layout,
+                                                                       const ErasureCode& code,
+                                                                       int index, uint64_t window) {
   const uint64_t table_checksum = layout.fragment_checksums[static_cast<size_t>(index)];
-  if (auto cached = edge_blocks.get(layout.pack_id, index, table_checksum, block)) return cached;
-  const uint64_t begin = block * layout.block_size;
-  auto b = std::make_shared<stripe::VerifiedBlockCache::Block>();
-  b->size = static_cast<size_t>(std::min<uint64_t>(layout.block_size, layout.fragment_len - begin));
-  b->bytes = std::make_unique_for_overwrite<uint8_t[]>(b->size);  // overwritten by the read
-  FRUGAL_TRY(read_blocks(layout, code, index, begin, {b->bytes.get(), b->size}));
-  edge_blocks.put(layout.pack_id, index, table_checksum, block, b);
-  return std::shared_ptr<const stripe::VerifiedBlockCache::Block>(std::move(b));
+  return windows.get_or_load(
+      layout.pack_id, index, table_checksum, window,
+      [&]() -> Result<stripe::VerifiedWindowCache::WindowPtr> {
+        const uint64_t begin = window * window_bytes(layout);
+        auto w = std::make_shared<stripe::VerifiedWindowCache::Window>();
+        w->size = static_cast<size_t>(std::min(window_bytes(layout), layout.fragment_len - begin));
+        w->bytes = std::make_unique_for_overwrite<uint8_t[]>(w->size);  // overwritten by the read
+        FRUGAL_TRY(read_blocks(layout, code, index, begin, {w->bytes.get(), w->size}));
+        return stripe::VerifiedWindowCache::WindowPtr(std::move(w));
+      });
 }
 
 // Copies payload bytes [begin, end) of data fragment `index` into out. Whole
-// blocks are read straight into out; a block the range covers only in part
-// (a chunk's first or last, usually shared with the chunk next to it) comes
-// through edge_blocks, so that reading a pack chunk by chunk reads and
-// verifies each block once.
+// windows are read straight into out. The part of a window a range covers in
+// part comes from the window cache when the window is there or the reads of
+// this fragment are sequential (the window is read then); otherwise (a random
+// read) only the blocks that hold it are read.
 Status PackStore::State::read_fragment_range(const PackLayout& layout, const ErasureCode& code,
                                              int index, uint64_t begin, uint64_t end,
                                              std::span<uint8_t> out) {
   const uint64_t bs = layout.block_size;
+  const uint64_t ws = window_bytes(layout);
+  const bool sequential = cursors.continues(layout.pack_id, index, begin, ws);
+  cursors.record(layout.pack_id, index, end);
+  const uint64_t table_checksum = layout.fragment_checksums[static_cast<size_t>(index)];
   for (uint64_t pos = begin; pos < end;) {
-    const uint64_t block_begin = pos / bs * bs;
-    const uint64_t block_end = std::min(block_begin + bs, layout.fragment_len);
+    const uint64_t window_begin = pos / ws * ws;
+    const uint64_t window_end = std::min(window_begin + ws, layout.fragment_len);
     const std::span<uint8_t> dest = out.subspan(static_cast<size_t>(pos - begin));
-    if (pos == block_begin && end >= block_end) {
-      const uint64_t run_end = end == layout.fragment_len ? end : end / bs * bs;
+    if (pos == window_begin && end >= window_end) {
+      const uint64_t run_end = end == layout.fragment_len ? end : end / ws * ws;
       FRUGAL_TRY(read_blocks(layout, code, index, pos, dest.first(static_cast<size_t>(run_end - pos))));
       pos = run_end;
       continue;
     }
-    FRUGAL_ASSIGN_OR_RETURN(auto block, edge_block(layout, code, index, pos / bs));
-    const uint64_t to = std::min(end, block_end);
-    std::copy_n(block->bytes.get() + (pos - block_begin), to - pos, dest.begin());
+    const uint64_t to = std::min(end, window_end);
+    auto cached = windows.get(layout.pack_id, index, table_checksum, pos / ws);
+    if (cached == nullptr && sequential) {
+      // A window that cannot be read or rebuilt whole may still hold the
+      // blocks wanted intact: those are read alone below.
+      if (auto loaded = window(layout, code, index, pos / ws); loaded.ok()) cached = *loaded;
+    }
+    if (cached != nullptr) {
+      std::copy_n(cached->bytes.get() + (pos - window_begin), to - pos, dest.begin());
+    } else {
+      const uint64_t blocks_begin = pos / bs * bs;
+      const uint64_t blocks_end = std::min(round_up(to, bs), layout.fragment_len);
+      auto blocks = std::make_unique_for_overwrite<uint8_t[]>(blocks_end - blocks_begin);
+      FRUGAL_TRY(read_blocks(layout, code, index, blocks_begin,
+                             {blocks.get(), static_cast<size_t>(blocks_end - blocks_begin)}));
+      std::copy_n(blocks.get() + (pos - blocks_begin), to - pos, dest.begin());
+    }
     pos = to;
   }
   return Status::Ok();
@@ -669,6 +701,64 @@ Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint
     return Errorf(ENOMEM, "pack {:016x}: out of memory reading", layout.pack_id);
   } catch (const std::exception& e) {
     return Errorf(EIO, "pack {:016x}: read failed: {}", layout.pack_id, e.what());
+  }
+}
+
+Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout, uint64_t offset,
+                                                       uint64_t len) {
+  try {
+    FRUGAL_TRY(check_layout(layout));
+    if (offset > layout.pack_len || len > layout.pack_len - offset) {
+      return Errorf(EINVAL, "pack {:016x}: view of {} bytes at {} beyond its {} bytes",
+                    layout.pack_id, len, offset, layout.pack_len);
+    }
+    const uint64_t fl = layout.fragment_len;
+    const uint64_t ws = window_bytes(layout);
+    const uint64_t index = offset / fl;
+    const uint64_t begin = offset - index * fl;
+    if (len == 0 || begin + len > fl || begin / ws != (begin + len - 1) / ws) return std::optional<View>();
+    const int i = static_cast<int>(index);
+    const uint64_t w = begin / ws;
+    auto cached = state_->windows.get(layout.pack_id, i, layout.fragment_checksums[index], w);
+    if (cached == nullptr) {
+      // Left to read(), which reads only the blocks a random read needs, and
+      // the blocks of a window that cannot be read or rebuilt whole.
+      if (!state_->cursors.continues(layout.pack_id, i, begin, ws)) return std::optional<View>();
+      FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
+      auto loaded = state_->window(layout, *code, i, w);
+      if (!loaded.ok()) return std::optional<View>();
+      cached = std::move(loaded).value();
+    }
+    state_->cursors.record(layout.pack_id, i, begin + len);
+    const uint8_t* at = cached->bytes.get() + (begin - w * ws);
+    return std::optional<View>(View{std::move(cached), std::span<const uint8_t>(at, static_cast<size_t>(len))});
+  } catch (const std::bad_alloc&) {
+    return Errorf(ENOMEM, "pack {:016x}: out of memory reading", layout.pack_id);
+  } catch (const std::exception& e) {
+    return Errorf(EIO, "pack {:016x}: read failed: {}", layout.pack_id, e.what());
+  }
+}
+
+void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len) {
+  if (!check_layout(layout).ok() || offset >= layout.pack_len) return;
+  const uint64_t fl = layout.fragment_len;
+  const uint64_t bs = layout.block_size;
+  const uint64_t end = offset + std::min(len, layout.pack_len - offset);
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t index = pos / fl;
+    const uint64_t begin = pos - index * fl;
+    const uint64_t to = std::min(fl, begin + (end - pos));
+    const int i = static_cast<int>(index);
+    Volume* volume = state_->volumes.get(layout.volumes[index]);
+    if (volume != nullptr) {
+      const std::string name = fragment_object_name(layout.pack_id, i);
+      // The header and checksum table too, unless they are cached.
+      uint64_t from = stripe::payload_offset(layout) + begin / bs * bs;
+      if (!state_->tables.get(layout.pack_id, i, layout.fragment_checksums[index])) from = 0;
+      const uint64_t blocks_end = std::min(round_up(to, bs), fl);
+      volume->prefetch(name, from, stripe::payload_offset(layout) + blocks_end - from);
+    }
+    pos += to - begin;
   }
 }
 

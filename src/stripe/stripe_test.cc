@@ -14,6 +14,7 @@
 #include "frugalfs/erasure.h"
 #include "frugalfs/volume.h"
 #include "stripe/fragment_format.h"
+#include "stripe/read_caches.h"
 #include "test_support.h"
 
 using namespace frugalfs;
@@ -289,6 +290,78 @@ TEST_CASE("checksum table cache is a bounded LRU checked against the expected ch
   CHECK(cache.get(2, 0, 20) == nullptr);
 }
 
+TEST_CASE("VerifiedWindowCache: askers of one window share one load; a failed load is not kept") {
+  using Cache = stripe::VerifiedWindowCache;
+  Cache cache(4);
+  std::atomic<int> loads{0};
+  auto window_of = [](uint8_t fill) {
+    auto w = std::make_shared<Cache::Window>();
+    w->size = 16;
+    w->bytes = std::make_unique<uint8_t[]>(w->size);
+    std::fill_n(w->bytes.get(), w->size, fill);
+    return Cache::WindowPtr(std::move(w));
+  };
+  auto slow_load = [&]() -> Result<Cache::WindowPtr> {
+    ++loads;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return window_of(7);
+  };
+  std::vector<Cache::WindowPtr> got(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto w = cache.get_or_load(1, 0, 42, 3, slow_load);
+      if (w.ok()) got[i] = *w;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(loads == 1);
+  for (const auto& w : got) {
+    REQUIRE(w != nullptr);
+    CHECK(w == got[0]);
+  }
+  CHECK(got[0]->bytes[15] == 7);
+  // Another table checksum is another fragment: not answered from the cache.
+  CHECK(cache.get(1, 0, 43, 3) == nullptr);
+  CHECK(cache.get(1, 0, 42, 3) == got[0]);
+
+  auto failing = [&]() -> Result<Cache::WindowPtr> {
+    ++loads;
+    return Errorf(EIO, "bad block");
+  };
+  CHECK(cache.get_or_load(1, 0, 42, 4, failing).status().code() == EIO);
+  CHECK(cache.get(1, 0, 42, 4) == nullptr);
+  auto again = cache.get_or_load(1, 0, 42, 4, [&]() -> Result<Cache::WindowPtr> {
+    ++loads;
+    return window_of(9);
+  });
+  REQUIRE(again.ok());
+  CHECK((*again)->bytes[0] == 9);
+  CHECK(loads == 3);
+}
+
+TEST_CASE("ReadCursors tell reads that go on from the last one from the others") {
+  stripe::ReadCursors cursors(2);
+  CHECK(cursors.continues(1, 0, 0, 100));      // the start of a fragment not read yet
+  CHECK(!cursors.continues(1, 0, 5000, 100));  // its middle
+  cursors.record(1, 0, 4000);
+  CHECK(cursors.continues(1, 0, 4000, 100));
+  CHECK(cursors.continues(1, 0, 4100, 100));
+  CHECK(cursors.continues(1, 0, 3900, 100));  // a thread behind another
+  CHECK(!cursors.continues(1, 0, 4101, 100));
+  CHECK(!cursors.continues(1, 0, 3899, 100));
+  CHECK(!cursors.continues(1, 1, 4000, 100));  // another fragment
+  CHECK(!cursors.continues(2, 0, 4000, 100));  // another pack
+  cursors.record(1, 0, 9000);
+  CHECK(cursors.continues(1, 0, 9000, 100));
+  CHECK(!cursors.continues(1, 0, 4000, 100));
+  // Bounded: a third fragment empties the table.
+  cursors.record(2, 0, 100);
+  cursors.record(3, 0, 100);
+  CHECK(!cursors.continues(1, 0, 9000, 100));
+  CHECK(cursors.continues(3, 0, 100, 0));
+}
+
 TEST_CASE("fragment object names") {
   CHECK(fragment_object_name(0xabc, 3) == "frag-0000000000000abc-3");
   CHECK(valid_object_name(fragment_object_name(~uint64_t{0}, 31)));
@@ -373,10 +446,15 @@ class CountingVolume : public Volume {
     return inner_.put(name, data);
   }
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override {
+    if (offline) return Errorf(EIO, "offline");
     auto n = inner_.read(name, offset, out);
     if (n.ok()) bytes_read += *n;
     return n;
   }
+  void prefetch(std::string_view name, uint64_t offset, uint64_t len) override {
+    inner_.prefetch(name, offset, len);
+  }
+  std::vector<MemoryVolume::PrefetchHint> take_prefetches() { return inner_.TEST_take_prefetches(); }
   Status remove(std::string_view name) override { return inner_.remove(name); }
   Result<ObjectInfo> stat(std::string_view name) override { return inner_.stat(name); }
   Status list(std::string_view prefix, const std::function<void(const ObjectInfo&)>& visit) override {
@@ -385,21 +463,38 @@ class CountingVolume : public Volume {
   Result<SpaceInfo> space() override { return inner_.space(); }
 
   std::atomic<uint64_t> bytes_read{0};
+  std::atomic<bool> offline{false};
 
  private:
   MemoryVolume inner_;
 };
 
-TEST_CASE("PackStore: a pack read in small pieces, one after another, reads each block once") {
-  std::mt19937_64 rng(12);
+// Four counting volumes in a set, with ids 100..103.
+struct CountingSet {
+  CountingSet() {
+    for (uint32_t i = 0; i < 4; ++i) {
+      const std::string uri = fmt::format("mem://count{}", i);
+      auto v = std::make_unique<CountingVolume>(uri);
+      volumes.push_back(v.get());
+      set.add(100 + i, uri, std::move(v));
+    }
+  }
+  CountingVolume& of(const PackLayout& layout, int index) {
+    return *volumes.at(layout.volumes[static_cast<size_t>(index)] - 100);
+  }
+  uint64_t bytes_read() const {
+    uint64_t n = 0;
+    for (CountingVolume* v : volumes) n += v->bytes_read;
+    return n;
+  }
   VolumeSet set;
   std::vector<CountingVolume*> volumes;
-  for (uint32_t i = 0; i < 4; ++i) {
-    const std::string uri = fmt::format("mem://count{}", i);
-    auto v = std::make_unique<CountingVolume>(uri);
-    volumes.push_back(v.get());
-    set.add(100 + i, uri, std::move(v));
-  }
+};
+
+TEST_CASE("PackStore: a pack read in small pieces, one after another, reads each block once") {
+  std::mt19937_64 rng(12);
+  CountingSet counting;
+  VolumeSet& set = counting.set;
   const auto data = random_bytes(rng, 300001);
   PackStore writer(set, rs(2, 2), 4096);
   auto layout = writer.write(5, data);
@@ -414,11 +509,128 @@ TEST_CASE("PackStore: a pack read in small pieces, one after another, reads each
     REQUIRE(std::equal(out.begin(), out.end(), data.begin() + static_cast<std::ptrdiff_t>(pos)));
     pos += len;
   }
-  uint64_t read = 0;
-  for (CountingVolume* v : volumes) read += v->bytes_read;
   // Each data fragment's header and checksum table once, and its payload.
-  CHECK(read <= 2 * stripe::fragment_object_size(*layout));
+  CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
   CHECK(reader.degraded_reads() == 0);
+}
+
+TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified windows; a "
+          "random reader reads only the blocks it needs") {
+  std::mt19937_64 rng(21);
+  CountingSet counting;
+  // About 1.5 MiB per data fragment: two windows each (1 MiB of 4 KiB blocks).
+  const auto data = random_bytes(rng, 3000001);
+  PackStore writer(counting.set, rs(2, 2), 4096);
+  auto layout = writer.write(9, data);
+  REQUIRE(layout.ok());
+  auto same = [&](std::span<const uint8_t> got, uint64_t pos) {
+    return std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(pos));
+  };
+  // Reads [pos, pos + len) as the chunk store does (in place, else read())
+  // and checks the bytes. Returns the view, if in place.
+  auto read_piece = [&](PackStore& reader, uint64_t pos, size_t len) {
+    auto view = reader.view(*layout, pos, len);
+    REQUIRE_MESSAGE(view.ok(), view.status().ToString());
+    if (*view) {
+      REQUIRE((*view)->bytes.size() == len);
+      REQUIRE(same((*view)->bytes, pos));
+    } else {  // across a window or fragment edge
+      std::vector<uint8_t> out(len);
+      REQUIRE(reader.read(*layout, pos, out).ok());
+      REQUIRE(same(out, pos));
+    }
+    return *view;
+  };
+
+  SUBCASE("sequential, in chunk-sized pieces") {
+    PackStore reader(counting.set, rs(2, 2), 4096);
+    std::optional<PackStore::View> first;
+    size_t pieces = 0, in_place = 0;
+    for (uint64_t pos = 0; pos < data.size(); ++pieces) {
+      const size_t len = std::min<size_t>(data.size() - pos, 1 + rng() % 70000);
+      if (auto view = read_piece(reader, pos, len)) {
+        ++in_place;
+        if (!first) first = view;
+      }
+      pos += len;
+    }
+    // Only pieces across an edge (4 windows) are not in place.
+    CHECK(in_place + 4 >= pieces);
+    // Each data fragment read once, as a few whole windows.
+    CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
+    // A view stays valid while held, whatever the cache drops meanwhile.
+    REQUIRE(first);
+    CHECK(first->bytes.data() != nullptr);
+    CHECK(same(first->bytes, 0));
+  }
+  SUBCASE("random") {
+    PackStore reader(counting.set, rs(2, 2), 4096);
+    // Away from the start of a fragment and from any earlier read: not in place.
+    auto view = reader.view(*layout, 700000, 5000);
+    REQUIRE(view.ok());
+    CHECK(!*view);
+    std::vector<uint8_t> out(5000);
+    REQUIRE(reader.read(*layout, 700000, out).ok());
+    CHECK(same(out, 700000));
+    // The header and checksum table, and the three blocks that hold the bytes.
+    CHECK(counting.bytes_read() <= stripe::payload_offset(*layout) + 3 * 4096);
+    // A read that goes on from there is sequential: it reads its window.
+    view = reader.view(*layout, 705000, 3000);
+    REQUIRE(view.ok());
+    REQUIRE(*view);
+    CHECK(same((*view)->bytes, 705000));
+  }
+  SUBCASE("degraded: a data fragment's volume offline, its windows are rebuilt") {
+    counting.of(*layout, 0).offline = true;
+    PackStore reader(counting.set, rs(2, 2), 4096);
+    size_t in_place = 0;
+    for (uint64_t pos = 0; pos < data.size(); pos += 60000) {
+      if (read_piece(reader, pos, std::min<size_t>(data.size() - pos, 60000))) ++in_place;
+    }
+    CHECK(in_place + 4 >= (data.size() + 59999) / 60000);
+    CHECK(reader.degraded_reads() > 0);
+  }
+}
+
+TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes") {
+  std::mt19937_64 rng(22);
+  CountingSet counting;
+  const auto data = random_bytes(rng, 200000);
+  PackStore store(counting.set, rs(2, 2), 4096);
+  auto layout = store.write(3, data);
+  REQUIRE(layout.ok());
+  const uint64_t fl = layout->fragment_len;
+  const uint64_t payload = stripe::payload_offset(*layout);
+  auto hints_of = [&](int index) { return counting.of(*layout, index).take_prefetches(); };
+  // Bytes in both data fragments, checksum tables not cached: from each
+  // object's start (header and table) to the end of the blocks wanted.
+  PackStore cold(counting.set, rs(2, 2), 4096);
+  cold.prefetch(*layout, 5000, fl);
+  auto h0 = hints_of(0), h1 = hints_of(1);
+  REQUIRE(h0.size() == 1);
+  REQUIRE(h1.size() == 1);
+  CHECK(h0[0].name == fragment_object_name(3, 0));
+  CHECK(h0[0].offset == 0);
+  CHECK(h0[0].len == payload + fl);
+  CHECK(h1[0].name == fragment_object_name(3, 1));
+  CHECK(h1[0].offset == 0);
+  CHECK(h1[0].len == payload + 8192);  // blocks 0 and 1 hold bytes [0, 5000)
+  CHECK(hints_of(2).empty());          // parity is not read
+  CHECK(hints_of(3).empty());
+  // With fragment 1's table cached, only its payload blocks.
+  std::vector<uint8_t> out(10);
+  REQUIRE(cold.read(*layout, fl + 50000, out).ok());
+  cold.prefetch(*layout, fl + 10000, 1);
+  h1 = hints_of(1);
+  REQUIRE(h1.size() == 1);
+  CHECK(h1[0].offset == payload + 8192);
+  CHECK(h1[0].len == 4096);
+  // Nothing for bytes beyond the pack, nor for an offline volume.
+  cold.prefetch(*layout, layout->pack_len, 100);
+  counting.set.mark_offline(layout->volumes[0], Errorf(EIO, "test"));
+  cold.prefetch(*layout, 0, 100);
+  CHECK(hints_of(0).empty());
+  CHECK(hints_of(1).empty());
 }
 
 TEST_CASE("PackStore survives the loss of any two volumes (offline or wiped)") {
@@ -668,6 +880,10 @@ TEST_CASE("PackStore::verify reports each problem with pack, fragment and volume
   // start), but fragment 1's healthy blocks still read directly.
   std::vector<uint8_t> out(5000);
   auto cold = c.fresh_store(2, 2);
+  // Not in place: fragment 1's first window cannot be read or rebuilt whole.
+  auto view = cold->view(*layout, layout->fragment_len, out.size());
+  REQUIRE(view.ok());
+  CHECK(!*view);
   REQUIRE(cold->read(*layout, 0, out).code() == EIO);  // needs 2 of {1, 2, 3}: only 1 good
   REQUIRE(cold->read(*layout, layout->fragment_len, out).ok());
   CHECK(std::equal(out.begin(), out.end(),

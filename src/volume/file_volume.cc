@@ -256,19 +256,7 @@ void FileVolume::forget_fd(std::string_view name) {
 Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::span<uint8_t> out) {
   if (!valid_object_name(name))
     return Errorf(EINVAL, "{}: read: invalid object name '{}'", uri_, name);
-  uint64_t generation = 0;
-  std::shared_ptr<const ReadFd> file = cached_fd(name, &generation);
-  if (!file) {
-    const std::string path = fmt::format("{}/{}", object_dir(name), name);
-    int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      int err = errno;
-      if (err == ENOENT) return Errorf(ENOENT, "{}: read {}: no such object", uri_, name);
-      return Errorf(err, "{}: read {}: open", uri_, name);
-    }
-    file = std::make_shared<const ReadFd>(fd);
-    remember_fd(name, file, generation);
-  }
+  FRUGAL_ASSIGN_OR_RETURN(std::shared_ptr<const ReadFd> file, read_fd(name));
   const int fd = file->fd;
   // Offsets beyond what off_t can express are beyond the end of any object.
   constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
@@ -288,6 +276,32 @@ Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::spa
     done += static_cast<size_t>(n);
   }
   return done;
+}
+
+Result<std::shared_ptr<const FileVolume::ReadFd>> FileVolume::read_fd(std::string_view name) {
+  uint64_t generation = 0;
+  std::shared_ptr<const ReadFd> file = cached_fd(name, &generation);
+  if (file) return file;
+  const std::string path = fmt::format("{}/{}", object_dir(name), name);
+  int fd = open_noeintr(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) return Errorf(ENOENT, "{}: read {}: no such object", uri_, name);
+    return Errorf(err, "{}: read {}: open", uri_, name);
+  }
+  file = std::make_shared<const ReadFd>(fd);
+  remember_fd(name, file, generation);
+  return file;
+}
+
+void FileVolume::prefetch(std::string_view name, uint64_t offset, uint64_t len) {
+  constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
+  if (!valid_object_name(name) || offset >= kMaxOffset || len == 0) return;
+  auto file = read_fd(name);
+  if (!file.ok()) return;
+  len = std::min(len, kMaxOffset - offset);
+  (void)::posix_fadvise((*file)->fd, static_cast<off_t>(offset), static_cast<off_t>(len),
+                        POSIX_FADV_WILLNEED);
 }
 
 Status FileVolume::remove(std::string_view name) {

@@ -48,6 +48,8 @@ class FileVolume : public Volume {
   std::string uri() const override { return uri_; }
   Status put(std::string_view name, std::span<const uint8_t> data) override;
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
+  // Asks the kernel to read the range into the page cache (WILLNEED).
+  void prefetch(std::string_view name, uint64_t offset, uint64_t len) override;
   Status remove(std::string_view name) override;
   Result<ObjectInfo> stat(std::string_view name) override;
   Status list(std::string_view prefix,
@@ -101,6 +103,8 @@ class FileVolume : public Volume {
   // The name's descriptor, or null and the generation to pass to
   // remember_fd after opening it.
   std::shared_ptr<const ReadFd> cached_fd(std::string_view name, uint64_t* generation);
+  // The name's descriptor, from the cache or opened (and kept).
+  Result<std::shared_ptr<const ReadFd>> read_fd(std::string_view name);
   // Keeps fd unless a put or remove ran since `generation` (the file opened
   // may be the one replaced or removed).
   void remember_fd(std::string_view name, std::shared_ptr<const ReadFd> fd, uint64_t generation);

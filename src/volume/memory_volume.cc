@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "frugalfs/volume.h"
@@ -29,6 +30,7 @@ struct MemoryVolume::State {
   bool offline = false;                                      // guarded by mu
   std::map<std::string, MemoryObject, std::less<>> objects;  // guarded by mu
   uint64_t bytes = 0;                                        // guarded by mu
+  std::vector<PrefetchHint> prefetches;                      // guarded by mu
 
   // Requires mu. The error every call returns while the volume is offline.
   Status check(std::string_view op, std::string_view name) const {
@@ -119,6 +121,16 @@ Result<SpaceInfo> MemoryVolume::space() {
   std::lock_guard lock(state_->mu);
   if (state_->offline) return Errorf(EIO, "{}: space: volume is offline", state_->uri);
   return SpaceInfo{kMemoryCapacity, kMemoryCapacity - state_->bytes};
+}
+
+void MemoryVolume::prefetch(std::string_view name, uint64_t offset, uint64_t len) {
+  std::lock_guard lock(state_->mu);
+  state_->prefetches.push_back({std::string(name), offset, len});
+}
+
+std::vector<MemoryVolume::PrefetchHint> MemoryVolume::TEST_take_prefetches() {
+  std::lock_guard lock(state_->mu);
+  return std::exchange(state_->prefetches, {});
 }
 
 void MemoryVolume::TEST_set_offline(bool offline) {

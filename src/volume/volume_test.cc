@@ -29,6 +29,8 @@
 
 using namespace frugalfs;
 using frugalfs::test::TempDir;
+using frugalfs::test::cached_pages;
+using frugalfs::test::drop_cached_pages;
 namespace fs = std::filesystem;
 
 namespace {
@@ -259,22 +261,6 @@ static bool bypasses_page_cache(const std::string& dir) {
   return fd >= 0;
 }
 
-// How many of a file's pages are in the page cache.
-static size_t cached_pages(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  REQUIRE(fd >= 0);
-  const size_t size = static_cast<size_t>(fs::file_size(path));
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  REQUIRE(map != MAP_FAILED);
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> resident((size + page - 1) / page);
-  REQUIRE(::mincore(map, size, resident.data()) == 0);
-  ::munmap(map, size);
-  return static_cast<size_t>(std::count_if(resident.begin(), resident.end(),
-                                            [](unsigned char r) { return r & 1; }));
-}
-
 TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache and read back "
           "exactly, whatever their size and alignment") {
   TempDir dir{"frugalfs-volume-test"};
@@ -311,6 +297,33 @@ TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache 
     CHECK(std::memcmp(back.data(), data.data(), c.size) == 0);
   }
   CHECK(count_temp_files(dir.path()) == 0);
+}
+
+TEST_CASE("FileVolume: prefetch brings an object into the page cache; bad hints are ignored") {
+  TempDir dir{"frugalfs-volume-test"};
+  auto v = open_file_volume(dir.path());
+  std::vector<uint8_t> data(3 << 20);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  REQUIRE(v->put("obj", data).ok());
+  const std::string path = fmt::format("{}/objects/{}/obj", dir.path(), FileVolume::fanout_of("obj"));
+  if (!drop_cached_pages(path)) {
+    MESSAGE("skipped: the page cache keeps this file's pages (tmpfs?)");
+    return;
+  }
+  v->prefetch("obj", 4096, 1 << 20);  // pages 1..256
+  size_t cached = 0;
+  for (int i = 0; i < 200 && cached < 256; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    cached = cached_pages(path);
+  }
+  CHECK(cached >= 256);
+  CHECK(cached < data.size() / 4096);  // not the whole object
+  // Hints that cannot be followed do nothing.
+  v->prefetch("missing", 0, 100);
+  v->prefetch("../escape", 0, 100);
+  v->prefetch("obj", ~uint64_t{0} - 10, 100);
+  v->prefetch("obj", 0, 0);
+  CHECK(read_all(*v, "obj") == std::string(data.begin(), data.end()));
 }
 
 TEST_CASE("MemoryVolume: concurrent puts") {
