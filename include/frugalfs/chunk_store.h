@@ -53,12 +53,14 @@ class ChunkStore {
   // the cache. EIO with a message naming the chunk when it cannot be read.
   Status read(const Sha256& id, uint32_t offset, std::span<uint8_t> out);
   // The whole raw chunk `id` through the cache, in place: its bytes stay
-  // valid while `owner` lives.
+  // valid while `owner` lives. A sequential reader (the next chunk it reads
+  // follows this one) takes a stored-raw chunk in place from the pack store's
+  // window, which is not added to the cache.
   struct Bytes {
     std::shared_ptr<const void> owner;
     std::span<const uint8_t> bytes;
   };
-  Result<Bytes> get(const Sha256& id);
+  Result<Bytes> get(const Sha256& id, ReadPattern pattern = ReadPattern::kRandom);
   // A hint that chunks `ids` will be read soon, in this order: the volumes
   // may start fetching the stored bytes of those not cached. Never waits for
   // the data; a chunk it cannot find is skipped.

@@ -89,6 +89,10 @@ class VolumeSet {
   std::unique_ptr<State> state_;
 };
 
+// How a read is expected to go on: a sequential reader reads the next bytes
+// next (worth reading ahead of it), a random one does not.
+enum class ReadPattern { kRandom, kSequential };
+
 // Reads and writes packs as fragments. Thread-safe.
 class PackStore {
  public:
@@ -108,8 +112,11 @@ class PackStore {
   // Reads out.size() bytes at offset of the pack. Fragment ranges that are
   // missing, unreadable or fail their checksum are rebuilt on the fly from the
   // same range of k other fragments. EIO (with a message naming the pack) if
-  // fewer than k good fragments remain.
-  Status read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out);
+  // fewer than k good fragments remain. A sequential reader's bytes come
+  // through windows of verified payload (see view); a random reader's
+  // straight from the blocks that hold them.
+  Status read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out,
+              ReadPattern pattern = ReadPattern::kRandom);
 
   // Bytes of a pack in place, valid while `owner` lives.
   struct View {
@@ -117,11 +124,11 @@ class PackStore {
     std::span<const uint8_t> bytes;
   };
   // The `len` bytes at offset of the pack in place, without a copy: when they
-  // lie in one window of verified payload of one data fragment, and that
-  // window is cached or the reads of that fragment look sequential (then the
-  // whole window is read, verified or rebuilt, and kept). Otherwise nullopt:
-  // read() them.
-  Result<std::optional<View>> view(const PackLayout& layout, uint64_t offset, uint64_t len);
+  // lie in one window of verified payload (1 MiB) of one data fragment, and
+  // that window is cached or the reader is sequential (then the whole window
+  // is read, verified or rebuilt, and kept). Otherwise nullopt: read() them.
+  Result<std::optional<View>> view(const PackLayout& layout, uint64_t offset, uint64_t len,
+                                   ReadPattern pattern);
 
   // A hint that the `len` bytes at offset of the pack will be read soon: the
   // volumes of its data fragments may start fetching them. Never waits for

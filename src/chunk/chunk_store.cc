@@ -124,7 +124,7 @@ struct ChunkStore::State {
     ChunkCache::Data own;
   };
   // Reads, verifies and decompresses a chunk, not through the cache.
-  Result<Loaded> load(const Sha256& id);
+  Result<Loaded> load(const Sha256& id, ReadPattern pattern);
 
   // Moves the live chunks of one pack into new packs; copy, commit, delete.
   Status compact(uint64_t pack_id);
@@ -146,7 +146,7 @@ Result<std::shared_ptr<const PackLayout>> ChunkStore::State::pack_layout(uint64_
   return layout;
 }
 
-Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id) {
+Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id, ReadPattern pattern) {
   // A compaction may move the chunk between reading its record and reading
   // its pack (and then delete the old pack): one retry with a fresh record.
   Status last;
@@ -159,8 +159,8 @@ Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id) {
       continue;
     }
     const bool is_raw = chunk->codec == Codec::kRaw && chunk->stored_len == chunk->raw_len;
-    if (is_raw) {  // in place, if a sequential reader is in its window
-      auto view = packs.view(**layout, chunk->offset, chunk->stored_len);
+    if (is_raw) {  // in place, if its window is there or the reader sequential
+      auto view = packs.view(**layout, chunk->offset, chunk->stored_len, pattern);
       if (!view.ok()) {
         last = view.status();
         continue;
@@ -179,7 +179,7 @@ Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id) {
     std::unique_ptr<uint8_t[]> buffer;
     if (!is_raw) buffer = std::make_unique_for_overwrite<uint8_t[]>(chunk->stored_len);
     std::span<uint8_t> stored = is_raw ? std::span<uint8_t>(*raw) : std::span(buffer.get(), chunk->stored_len);
-    last = packs.read(**layout, chunk->offset, stored);
+    last = packs.read(**layout, chunk->offset, stored, pattern);
     if (!last.ok()) continue;
     if (xxh3_64(stored) != chunk->checksum) {
       last = Errorf(EIO, "stored bytes fail their checksum");
@@ -199,14 +199,14 @@ ChunkStore::ChunkStore(MetaStore& meta, PackStore& packs, ChunkStoreOptions opti
 
 ChunkStore::~ChunkStore() = default;
 
-Result<ChunkStore::Bytes> ChunkStore::get(const Sha256& id) {
+Result<ChunkStore::Bytes> ChunkStore::get(const Sha256& id, ReadPattern pattern) {
   auto data = state_->cache.get(id);
   {
     std::lock_guard lock(state_->mu);
     ++(data ? state_->counters.cache_hits : state_->counters.cache_misses);
   }
   if (!data) {
-    FRUGAL_ASSIGN_OR_RETURN(State::Loaded loaded, state_->load(id));
+    FRUGAL_ASSIGN_OR_RETURN(State::Loaded loaded, state_->load(id, pattern));
     if (loaded.own) state_->cache.put(id, std::move(loaded.own));
     return std::move(loaded.bytes);
   }

@@ -27,7 +27,7 @@ void FileSystem::State::account_dirty(int64_t delta) {
 }
 
 Status FileSystem::State::committed_pieces(uint64_t ino, uint64_t offset, uint64_t end,
-                                           ReadView& view) {
+                                           ReadView& view, ReadPattern pattern) {
   // Holes point at a shared block of zeros, in pieces of at most its size.
   static const std::vector<uint8_t> zeros(1 << 20, 0);
   uint64_t pos = offset;
@@ -42,7 +42,7 @@ Status FileSystem::State::committed_pieces(uint64_t ino, uint64_t offset, uint64
     const uint64_t from = std::max(offset, e.file_offset), to = std::min(end, e.end());
     if (from >= to) return true;
     hole_until(from);
-    auto chunk = chunks->get(e.chunk);
+    auto chunk = chunks->get(e.chunk, pattern);
     if (!chunk.ok()) {
       err = chunk.status();
       return false;
@@ -228,43 +228,40 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
   FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, s.state_for(ino));
   uint64_t end;
   bool unflushed = false;
+  ReadView view;
   {
     std::lock_guard lock(state->mu);
     if (offset >= state->size) return ReadView{};
     end = offset + std::min<uint64_t>(buffer.size(), state->size - offset);
+    // The kernel's own read-ahead keeps a few requests in flight, answered
+    // in any order: "forward" is anywhere near where the last one ended.
+    const uint64_t last = std::exchange(state->read_end, end);
+    view.forward = (offset >= last ? offset - last : last - offset) <= kReadAheadBytes / 4;
+    if (!view.forward) state->read_ahead_until = 0;
     for (const DirtyRanges* layer : {&state->flushing, &state->dirty}) {
       for (const auto& [at, bytes] : layer->ranges()) {
         if (at < end && at + bytes.size() > offset) unflushed = true;
       }
     }
   }
-  ReadView view;
   if (unflushed) {  // assembled in buffer, as read() does
     FRUGAL_ASSIGN_OR_RETURN(size_t n, read(ino, fh, offset, buffer));
     view.pieces.push_back(buffer.first(n));
     return view;
   }
-  FRUGAL_TRY(s.committed_pieces(ino, offset, end, view));
+  FRUGAL_TRY(s.committed_pieces(ino, offset, end, view,
+                                view.forward ? ReadPattern::kSequential : ReadPattern::kRandom));
   return view;
 }
 
-void FileSystem::read_ahead(uint64_t ino, uint64_t offset, uint64_t size) noexcept try {
+void FileSystem::read_ahead(uint64_t ino, uint64_t end) noexcept try {
   State& s = *state_;
   InodeTable::Ptr state = s.inodes.find(ino);
   if (!state) return;
   uint64_t from, to;
   {
     std::lock_guard lock(state->mu);
-    const uint64_t end = offset + size;
-    // The kernel's own read-ahead keeps a few requests in flight, answered
-    // in any order: "forward" is anywhere near where the last one ended.
-    const uint64_t last = std::exchange(state->read_end, end);
-    const bool forward = (offset >= last ? offset - last : last - offset) <= kReadAheadBytes / 4;
-    if (!forward) {
-      state->read_ahead_until = 0;
-      return;
-    }
-    // Asked for in steps of half the distance, not for every read.
+    // Asked for in steps of half the distance, not after every read.
     from = std::max(end, state->read_ahead_until);
     to = std::min(end + kReadAheadBytes, state->size);
     if (from >= to || from - end > kReadAheadBytes / 2) return;

@@ -90,7 +90,8 @@ struct FileSystem::State {
   // --- data (file_ops.cc) ---
   // The committed bytes [offset, end) as pieces in file order: cached chunks
   // (kept alive by view.owners) and a shared block of zeros for holes.
-  Status committed_pieces(uint64_t ino, uint64_t offset, uint64_t end, ReadView& view);
+  Status committed_pieces(uint64_t ino, uint64_t offset, uint64_t end, ReadView& view,
+                          ReadPattern pattern = ReadPattern::kRandom);
   // Copies committed bytes [offset, offset + out.size()) (holes as zeros).
   Status read_committed(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
   // Shortens the committed extents of ino to `size` within txn.

@@ -599,14 +599,27 @@ TEST_CASE("read_view hands out the bytes read() copies: stored, holes, unflushed
   REQUIRE(fx.fs->release(ino, c.fh).ok());
 }
 
-TEST_CASE("read_ahead: reads that go forward bring the next stored bytes into memory; others "
-          "do not") {
+TEST_CASE("read_view tells reads that go forward; read_ahead brings the next stored bytes into "
+          "memory") {
   Fx fx;
   std::mt19937_64 rng(41);
   const auto data = random_bytes(rng, 24 << 20);  // six packs of 4 MiB, stored raw
   auto c = fx.create_written(kRoot, "big", data);
   const uint64_t ino = c.attr.ino;
   fx.flush_collect();
+  std::vector<uint8_t> buffer(1 << 20);
+  auto forward = [&](uint64_t offset, size_t len) {
+    auto view = fx.fs->read_view(ino, c.fh, offset, std::span(buffer).first(len));
+    REQUIRE(view.ok());
+    return view->forward;
+  };
+  CHECK(forward(0, 1000));             // the first read, from the start
+  CHECK(forward(1000, 1 << 20));       // the next one
+  CHECK(!forward(12 << 20, 1 << 20));  // a jump ahead
+  CHECK(forward(13 << 20, 1000));
+  CHECK(forward(12 << 20, 1000));      // behind, within 2 MiB: a request answered late
+  CHECK(!forward(1 << 20, 1000));      // far behind
+
   std::vector<std::string> fragments;
   for (const auto& vol : fx.vols) {
     for (const auto& e : std::filesystem::recursive_directory_iterator(vol)) {
@@ -621,6 +634,14 @@ TEST_CASE("read_ahead: reads that go forward bring the next stored bytes into me
     for (const auto& f : fragments) pages += test::cached_pages(f);
     return pages * 4096;
   };
+  auto wait_for_cached = [&](size_t bytes) {
+    size_t cached = 0;
+    for (int i = 0; i < 300 && cached < bytes; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      cached = cached_bytes();
+    }
+    return cached;
+  };
   auto drop_all = [&] {
     bool dropped = true;
     for (const auto& f : fragments) dropped = test::drop_cached_pages(f) && dropped;
@@ -630,37 +651,34 @@ TEST_CASE("read_ahead: reads that go forward bring the next stored bytes into me
     MESSAGE("skipped: the page cache keeps the fragments' pages (tmpfs?)");
     return;
   }
-  // A read far from the last (which ended at 0): nothing is asked for.
-  fx.fs->read_ahead(ino, 12 << 20, 1 << 20);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  CHECK(cached_bytes() == 0);
-  // A read right after it: the next 8 MiB of the file.
-  fx.fs->read_ahead(ino, 13 << 20, 1 << 20);
-  size_t cached = 0;
-  for (int i = 0; i < 300 && cached < (8 << 20); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    cached = cached_bytes();
-  }
+  // After a read ending at 14 MiB (the last one was not forward, so nothing
+  // was asked for yet): the next 8 MiB, data fragments only. (Chunks in the
+  // chunk cache are not asked for: random reads put the chunks near 1 and
+  // 12 MiB there, which is why no read above touched 14..22 MiB.)
+  fx.fs->read_ahead(ino, 14 << 20);
+  size_t cached = wait_for_cached(8 << 20);
   CHECK(cached >= (8 << 20));
-  CHECK(cached < (12 << 20));  // data fragments only, and not the whole file
-  // Further forward reads ask for more only once half of it is used.
+  CHECK(cached < (9 << 20));
+  // Nothing more while more than half of it is still ahead.
   REQUIRE(drop_all());
-  fx.fs->read_ahead(ino, 14 << 20, 1 << 20);
+  fx.fs->read_ahead(ino, 15 << 20);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(cached_bytes() == 0);
-  // Ends at 18 MiB, 4 MiB before what was asked for: from there to the end
+  // From 18 MiB, 4 MiB before what was asked for ends: from there to the end
   // of the file (22..24 MiB).
-  fx.fs->read_ahead(ino, 17 << 20, 1 << 20);
-  cached = 0;
-  for (int i = 0; i < 300 && cached < (2 << 20); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    cached = cached_bytes();
-  }
+  fx.fs->read_ahead(ino, 18 << 20);
+  cached = wait_for_cached(2 << 20);
   CHECK(cached >= (2 << 20));
-  CHECK(cached < (4 << 20));
-  // The bytes read through the prefetched fragments are the file's.
-  CHECK(fx.read(ino, c.fh, 13 << 20, 10 << 20) ==
-        std::vector<uint8_t>(data.begin() + (13 << 20), data.begin() + (23 << 20)));
+  CHECK(cached < (3 << 20));
+  // A read that is not forward starts over: the next forward one asks again
+  // (for 3..11 MiB, less the chunk near 6 MiB this read put in the cache).
+  CHECK(!forward(6 << 20, 1000));
+  REQUIRE(drop_all());
+  fx.fs->read_ahead(ino, 3 << 20);
+  CHECK(wait_for_cached(7 << 20) >= (7 << 20));
+  // The bytes read through the fetched fragments are the file's.
+  CHECK(fx.read(ino, c.fh, 3 << 20, 10 << 20) ==
+        std::vector<uint8_t>(data.begin() + (3 << 20), data.begin() + (13 << 20)));
   REQUIRE(fx.fs->release(ino, c.fh).ok());
 }
 

@@ -57,7 +57,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
   FileSystem& fs = fs_of(req);  // req is gone once answered
-  bool answered_with_data = false;
+  uint64_t forward_end = 0;  // set when a forward read was answered
   guarded(req, "read", [&] {
     // One buffer per worker thread, grown to the largest request (1 MiB).
     thread_local std::vector<uint8_t> buffer;
@@ -87,11 +87,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
       fuse_reply_buf(req, nullptr, 0);
     } else {
       fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
-      answered_with_data = true;
+      if (view->forward) forward_end = static_cast<uint64_t>(off) + size;
     }
   });
   // After the reply, so that the reader does not wait for it.
-  if (answered_with_data) fs.read_ahead(ino, static_cast<uint64_t>(off), size);
+  if (forward_end != 0) fs.read_ahead(ino, forward_end);
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

@@ -83,7 +83,6 @@ constexpr size_t kTableCacheEntries = 4096;
 constexpr uint64_t kWindowBytes = uint64_t{1} << 20;
 // Windows kept (32 MiB): the windows a few sequential readers are in.
 constexpr size_t kWindowCacheEntries = 32;
-constexpr size_t kReadCursorEntries = 1024;
 constexpr int kMaxFragments = 32;
 constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
 
@@ -161,7 +160,6 @@ struct PackStore::State {
   const uint32_t block_size;
   stripe::ChecksumTableCache tables{kTableCacheEntries};
   stripe::VerifiedWindowCache windows{kWindowCacheEntries};
-  stripe::ReadCursors cursors{kReadCursorEntries};
   std::atomic<uint64_t> degraded_reads{0};
   BufferPool buffers;  // fragment objects being built
 
@@ -190,7 +188,8 @@ struct PackStore::State {
                                                         const ErasureCode& code, int index,
                                                         uint64_t window);
   Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
-                             uint64_t begin, uint64_t end, std::span<uint8_t> out);
+                             uint64_t begin, uint64_t end, std::span<uint8_t> out,
+                             ReadPattern pattern);
   void note_degraded_write(uint64_t pack_id, int durable, int total,
                            const std::vector<uint32_t>& missing);
   Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
@@ -332,16 +331,15 @@ Result<stripe::VerifiedWindowCache::WindowPtr> PackStore::State::window(const Pa
 
 // Copies payload bytes [begin, end) of data fragment `index` into out. Whole
 // windows are read straight into out. The part of a window a range covers in
-// part comes from the window cache when the window is there or the reads of
-// this fragment are sequential (the window is read then); otherwise (a random
-// read) only the blocks that hold it are read.
+// part comes from the window cache when the window is there or the reader is
+// sequential (the window is read then); otherwise (a random reader) only the
+// blocks that hold it are read.
 Status PackStore::State::read_fragment_range(const PackLayout& layout, const ErasureCode& code,
                                              int index, uint64_t begin, uint64_t end,
-                                             std::span<uint8_t> out) {
+                                             std::span<uint8_t> out, ReadPattern pattern) {
   const uint64_t bs = layout.block_size;
   const uint64_t ws = window_bytes(layout);
-  const bool sequential = cursors.continues(layout.pack_id, index, begin, ws);
-  cursors.record(layout.pack_id, index, end);
+  const bool sequential = pattern == ReadPattern::kSequential;
   const uint64_t table_checksum = layout.fragment_checksums[static_cast<size_t>(index)];
   for (uint64_t pos = begin; pos < end;) {
     const uint64_t window_begin = pos / ws * ws;
@@ -674,7 +672,8 @@ Result<PackLayout> PackStore::write(uint64_t pack_id, std::span<const uint8_t> p
   }
 }
 
-Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out) {
+Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out,
+                       ReadPattern pattern) {
   try {
     FRUGAL_TRY(check_layout(layout));
     if (offset > layout.pack_len || out.size() > layout.pack_len - offset) {
@@ -692,7 +691,7 @@ Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint
       const uint64_t end = std::min<uint64_t>(fl, begin + (out.size() - done));
       const size_t len = static_cast<size_t>(end - begin);
       FRUGAL_TRY(state_->read_fragment_range(layout, *code, static_cast<int>(index), begin, end,
-                                             out.subspan(done, len)));
+                                             out.subspan(done, len), pattern));
       done += len;
       pos += len;
     }
@@ -705,7 +704,7 @@ Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint
 }
 
 Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout, uint64_t offset,
-                                                       uint64_t len) {
+                                                       uint64_t len, ReadPattern pattern) {
   try {
     FRUGAL_TRY(check_layout(layout));
     if (offset > layout.pack_len || len > layout.pack_len - offset) {
@@ -723,13 +722,12 @@ Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout,
     if (cached == nullptr) {
       // Left to read(), which reads only the blocks a random read needs, and
       // the blocks of a window that cannot be read or rebuilt whole.
-      if (!state_->cursors.continues(layout.pack_id, i, begin, ws)) return std::optional<View>();
+      if (pattern != ReadPattern::kSequential) return std::optional<View>();
       FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
       auto loaded = state_->window(layout, *code, i, w);
       if (!loaded.ok()) return std::optional<View>();
       cached = std::move(loaded).value();
     }
-    state_->cursors.record(layout.pack_id, i, begin + len);
     const uint8_t* at = cached->bytes.get() + (begin - w * ws);
     return std::optional<View>(View{std::move(cached), std::span<const uint8_t>(at, static_cast<size_t>(len))});
   } catch (const std::bad_alloc&) {

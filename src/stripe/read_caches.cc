@@ -43,18 +43,4 @@ Result<VerifiedWindowCache::WindowPtr> VerifiedWindowCache::get_or_load(
   return loaded;
 }
 
-bool ReadCursors::continues(uint64_t pack_id, int index, uint64_t begin, uint64_t reach) {
-  std::lock_guard lock(mu_);
-  auto it = last_end_.find(Key{pack_id, index});
-  if (it == last_end_.end()) return begin == 0;
-  const uint64_t last = it->second;
-  return (begin >= last ? begin - last : last - begin) <= reach;
-}
-
-void ReadCursors::record(uint64_t pack_id, int index, uint64_t end) {
-  std::lock_guard lock(mu_);
-  if (last_end_.size() >= capacity_ && !last_end_.contains(Key{pack_id, index})) last_end_.clear();
-  last_end_[Key{pack_id, index}] = end;
-}
-
 }  // namespace frugalfs::stripe

@@ -1,7 +1,5 @@
-// The pack store's read-side caches, all bounded and thread-safe: checksum
-// tables, windows of fragment payload already verified, and where the last
-// read of each fragment ended (which tells a sequential reader from a random
-// one).
+// The pack store's read-side caches, both bounded and thread-safe: checksum
+// tables, and windows of fragment payload already verified.
 #pragma once
 
 #include <condition_variable>
@@ -145,29 +143,6 @@ class VerifiedWindowCache {
   std::mutex loading_mu_;
   std::condition_variable loaded_;
   std::unordered_set<Key, KeyHash> loading_;  // windows being loaded now
-};
-
-// Where the last read of each recently read fragment ended. Reads that
-// continue near there (sequential readers, even several threads of one taking
-// turns) are worth a whole window; reads elsewhere (random readers) read only
-// the blocks they need.
-class ReadCursors {
- public:
-  explicit ReadCursors(size_t capacity) : capacity_(capacity) {}
-
-  // True when a read of payload bytes from `begin` of fragment `index` of
-  // pack `pack_id` starts the payload of a fragment not read lately, or
-  // begins within `reach` bytes of where the last read of it ended.
-  bool continues(uint64_t pack_id, int index, uint64_t begin, uint64_t reach);
-  // Records that a read of that fragment ended at `end`.
-  void record(uint64_t pack_id, int index, uint64_t end);
-
- private:
-  using Key = FragmentKey;
-  using KeyHash = FragmentKeyHash;
-  const size_t capacity_;
-  std::mutex mu_;
-  std::unordered_map<Key, uint64_t, KeyHash> last_end_;  // emptied when full
 };
 
 }  // namespace frugalfs::stripe

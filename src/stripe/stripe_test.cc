@@ -340,28 +340,6 @@ TEST_CASE("VerifiedWindowCache: askers of one window share one load; a failed lo
   CHECK(loads == 3);
 }
 
-TEST_CASE("ReadCursors tell reads that go on from the last one from the others") {
-  stripe::ReadCursors cursors(2);
-  CHECK(cursors.continues(1, 0, 0, 100));      // the start of a fragment not read yet
-  CHECK(!cursors.continues(1, 0, 5000, 100));  // its middle
-  cursors.record(1, 0, 4000);
-  CHECK(cursors.continues(1, 0, 4000, 100));
-  CHECK(cursors.continues(1, 0, 4100, 100));
-  CHECK(cursors.continues(1, 0, 3900, 100));  // a thread behind another
-  CHECK(!cursors.continues(1, 0, 4101, 100));
-  CHECK(!cursors.continues(1, 0, 3899, 100));
-  CHECK(!cursors.continues(1, 1, 4000, 100));  // another fragment
-  CHECK(!cursors.continues(2, 0, 4000, 100));  // another pack
-  cursors.record(1, 0, 9000);
-  CHECK(cursors.continues(1, 0, 9000, 100));
-  CHECK(!cursors.continues(1, 0, 4000, 100));
-  // Bounded: a third fragment empties the table.
-  cursors.record(2, 0, 100);
-  cursors.record(3, 0, 100);
-  CHECK(!cursors.continues(1, 0, 9000, 100));
-  CHECK(cursors.continues(3, 0, 100, 0));
-}
-
 TEST_CASE("fragment object names") {
   CHECK(fragment_object_name(0xabc, 3) == "frag-0000000000000abc-3");
   CHECK(valid_object_name(fragment_object_name(~uint64_t{0}, 31)));
@@ -499,13 +477,13 @@ TEST_CASE("PackStore: a pack read in small pieces, one after another, reads each
   PackStore writer(set, rs(2, 2), 4096);
   auto layout = writer.write(5, data);
   REQUIRE(layout.ok());
-  // A cold store, as after a remount, reads the pack in pieces of 1..5000
-  // bytes (like chunks, most smaller than a block or across two).
+  // A cold store, as after a remount, reads the pack sequentially in pieces
+  // of 1..5000 bytes (like chunks, most smaller than a block or across two).
   PackStore reader(set, rs(2, 2), 4096);
   for (uint64_t pos = 0; pos < data.size();) {
     const size_t len = std::min<size_t>(data.size() - pos, 1 + rng() % 5000);
     std::vector<uint8_t> out(len);
-    REQUIRE(reader.read(*layout, pos, out).ok());
+    REQUIRE(reader.read(*layout, pos, out, ReadPattern::kSequential).ok());
     REQUIRE(std::equal(out.begin(), out.end(), data.begin() + static_cast<std::ptrdiff_t>(pos)));
     pos += len;
   }
@@ -526,17 +504,18 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   auto same = [&](std::span<const uint8_t> got, uint64_t pos) {
     return std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(pos));
   };
-  // Reads [pos, pos + len) as the chunk store does (in place, else read())
-  // and checks the bytes. Returns the view, if in place.
+  constexpr ReadPattern kSequential = ReadPattern::kSequential;
+  // Reads [pos, pos + len) as the chunk store does for a sequential reader
+  // (in place, else read()) and checks the bytes. Returns the view, if in place.
   auto read_piece = [&](PackStore& reader, uint64_t pos, size_t len) {
-    auto view = reader.view(*layout, pos, len);
+    auto view = reader.view(*layout, pos, len, kSequential);
     REQUIRE_MESSAGE(view.ok(), view.status().ToString());
     if (*view) {
       REQUIRE((*view)->bytes.size() == len);
       REQUIRE(same((*view)->bytes, pos));
     } else {  // across a window or fragment edge
       std::vector<uint8_t> out(len);
-      REQUIRE(reader.read(*layout, pos, out).ok());
+      REQUIRE(reader.read(*layout, pos, out, kSequential).ok());
       REQUIRE(same(out, pos));
     }
     return *view;
@@ -556,6 +535,7 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
     }
     // Only pieces across an edge (4 windows) are not in place.
     CHECK(in_place + 4 >= pieces);
+    CHECK(in_place > 50);
     // Each data fragment read once, as a few whole windows.
     CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
     // A view stays valid while held, whatever the cache drops meanwhile.
@@ -565,8 +545,7 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   }
   SUBCASE("random") {
     PackStore reader(counting.set, rs(2, 2), 4096);
-    // Away from the start of a fragment and from any earlier read: not in place.
-    auto view = reader.view(*layout, 700000, 5000);
+    auto view = reader.view(*layout, 700000, 5000, ReadPattern::kRandom);
     REQUIRE(view.ok());
     CHECK(!*view);
     std::vector<uint8_t> out(5000);
@@ -574,11 +553,18 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
     CHECK(same(out, 700000));
     // The header and checksum table, and the three blocks that hold the bytes.
     CHECK(counting.bytes_read() <= stripe::payload_offset(*layout) + 3 * 4096);
-    // A read that goes on from there is sequential: it reads its window.
-    view = reader.view(*layout, 705000, 3000);
+    // A sequential reader reads its whole window; a random one then finds it.
+    view = reader.view(*layout, 705000, 3000, kSequential);
     REQUIRE(view.ok());
     REQUIRE(*view);
     CHECK(same((*view)->bytes, 705000));
+    const uint64_t after_window = counting.bytes_read();
+    CHECK(after_window >= (1 << 20));
+    view = reader.view(*layout, 10, 20000, ReadPattern::kRandom);
+    REQUIRE(view.ok());
+    REQUIRE(*view);
+    CHECK(same((*view)->bytes, 10));
+    CHECK(counting.bytes_read() == after_window);
   }
   SUBCASE("degraded: a data fragment's volume offline, its windows are rebuilt") {
     counting.of(*layout, 0).offline = true;
@@ -881,7 +867,7 @@ TEST_CASE("PackStore::verify reports each problem with pack, fragment and volume
   std::vector<uint8_t> out(5000);
   auto cold = c.fresh_store(2, 2);
   // Not in place: fragment 1's first window cannot be read or rebuilt whole.
-  auto view = cold->view(*layout, layout->fragment_len, out.size());
+  auto view = cold->view(*layout, layout->fragment_len, out.size(), ReadPattern::kSequential);
   REQUIRE(view.ok());
   CHECK(!*view);
   REQUIRE(cold->read(*layout, 0, out).code() == EIO);  // needs 2 of {1, 2, 3}: only 1 good
