@@ -187,6 +187,12 @@ struct PackStore::State {
   Result<stripe::VerifiedWindowCache::WindowPtr> window(const PackLayout& layout,
                                                         const ErasureCode& code, int index,
                                                         uint64_t window);
+  // Whether a reader with this pattern, at payload offset `pos` of fragment
+  // `index`, should read the whole window there. Only a sequential reader,
+  // and only where it has come to the window from the one before (cached)
+  // or starts at the window's first block: a file whose chunks lie scattered
+  // over many packs is read forward, but each window would serve one chunk.
+  bool worth_window(const PackLayout& layout, int index, uint64_t pos, ReadPattern pattern);
   Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
                              uint64_t begin, uint64_t end, std::span<uint8_t> out,
                              ReadPattern pattern);
@@ -329,6 +335,16 @@ Result<stripe::VerifiedWindowCache::WindowPtr> PackStore::State::window(const Pa
       });
 }
 
+bool PackStore::State::worth_window(const PackLayout& layout, int index, uint64_t pos,
+                                   ReadPattern pattern) {
+  if (pattern != ReadPattern::kSequential) return false;
+  const uint64_t ws = window_bytes(layout);
+  const uint64_t w = pos / ws;
+  if (pos - w * ws < layout.block_size) return true;
+  return w > 0 && windows.get(layout.pack_id, index,
+                              layout.fragment_checksums[static_cast<size_t>(index)], w - 1) != nullptr;
+}
+
 // Copies payload bytes [begin, end) of data fragment `index` into out. Whole
 // windows are read straight into out. The part of a window a range covers in
 // part comes from the window cache when the window is there or the reader is
@@ -339,7 +355,6 @@ Status PackStore::State::read_fragment_range(const PackLayout& layout, const Era
                                              std::span<uint8_t> out, ReadPattern pattern) {
   const uint64_t bs = layout.block_size;
   const uint64_t ws = window_bytes(layout);
-  const bool sequential = pattern == ReadPattern::kSequential;
   const uint64_t table_checksum = layout.fragment_checksums[static_cast<size_t>(index)];
   for (uint64_t pos = begin; pos < end;) {
     const uint64_t window_begin = pos / ws * ws;
@@ -353,7 +368,7 @@ Status PackStore::State::read_fragment_range(const PackLayout& layout, const Era
     }
     const uint64_t to = std::min(end, window_end);
     auto cached = windows.get(layout.pack_id, index, table_checksum, pos / ws);
-    if (cached == nullptr && sequential) {
+    if (cached == nullptr && worth_window(layout, index, pos, pattern)) {
       // A window that cannot be read or rebuilt whole may still hold the
       // blocks wanted intact: those are read alone below.
       if (auto loaded = window(layout, code, index, pos / ws); loaded.ok()) cached = *loaded;
@@ -711,18 +726,19 @@ Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout,
       return Errorf(EINVAL, "pack {:016x}: view of {} bytes at {} beyond its {} bytes",
                     layout.pack_id, len, offset, layout.pack_len);
     }
+    if (len == 0) return std::optional<View>();
     const uint64_t fl = layout.fragment_len;
     const uint64_t ws = window_bytes(layout);
     const uint64_t index = offset / fl;
     const uint64_t begin = offset - index * fl;
-    if (len == 0 || begin + len > fl || begin / ws != (begin + len - 1) / ws) return std::optional<View>();
+    if (begin + len > fl || begin / ws != (begin + len - 1) / ws) return std::optional<View>();
     const int i = static_cast<int>(index);
     const uint64_t w = begin / ws;
     auto cached = state_->windows.get(layout.pack_id, i, layout.fragment_checksums[index], w);
     if (cached == nullptr) {
       // Left to read(), which reads only the blocks a random read needs, and
       // the blocks of a window that cannot be read or rebuilt whole.
-      if (pattern != ReadPattern::kSequential) return std::optional<View>();
+      if (!state_->worth_window(layout, i, begin, pattern)) return std::optional<View>();
       FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
       auto loaded = state_->window(layout, *code, i, w);
       if (!loaded.ok()) return std::optional<View>();

@@ -538,7 +538,7 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
     CHECK(in_place > 50);
     // Each data fragment read once, as a few whole windows.
     CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
-    // A view stays valid while held, whatever the cache drops meanwhile.
+    // A view held since the start still holds the bytes it was given.
     REQUIRE(first);
     CHECK(first->bytes.data() != nullptr);
     CHECK(same(first->bytes, 0));
@@ -548,22 +548,31 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
     auto view = reader.view(*layout, 700000, 5000, ReadPattern::kRandom);
     REQUIRE(view.ok());
     CHECK(!*view);
+    view = reader.view(*layout, 0, 0, kSequential);  // nothing to view
+    REQUIRE(view.ok());
+    CHECK(!*view);
     std::vector<uint8_t> out(5000);
     REQUIRE(reader.read(*layout, 700000, out).ok());
     CHECK(same(out, 700000));
     // The header and checksum table, and the three blocks that hold the bytes.
     CHECK(counting.bytes_read() <= stripe::payload_offset(*layout) + 3 * 4096);
-    // A sequential reader reads its whole window; a random one then finds it.
+    // A sequential reader in the middle of a window it did not come from
+    // (chunks scattered over packs) reads only its blocks too.
     view = reader.view(*layout, 705000, 3000, kSequential);
+    REQUIRE(view.ok());
+    CHECK(!*view);
+    // At a window's first block it reads the whole window; a random reader
+    // then finds it, and so does the sequential one at its next chunk.
+    view = reader.view(*layout, 100, 3000, kSequential);
+    REQUIRE(view.ok());
+    REQUIRE(*view);
+    CHECK(same((*view)->bytes, 100));
+    const uint64_t after_window = counting.bytes_read();
+    CHECK(after_window >= (1 << 20));
+    view = reader.view(*layout, 705000, 20000, ReadPattern::kRandom);
     REQUIRE(view.ok());
     REQUIRE(*view);
     CHECK(same((*view)->bytes, 705000));
-    const uint64_t after_window = counting.bytes_read();
-    CHECK(after_window >= (1 << 20));
-    view = reader.view(*layout, 10, 20000, ReadPattern::kRandom);
-    REQUIRE(view.ok());
-    REQUIRE(*view);
-    CHECK(same((*view)->bytes, 10));
     CHECK(counting.bytes_read() == after_window);
   }
   SUBCASE("degraded: a data fragment's volume offline, its windows are rebuilt") {
