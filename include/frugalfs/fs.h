@@ -168,17 +168,19 @@ class FileSystem {
   struct ReadView {
     std::vector<std::span<const uint8_t>> pieces;
     std::vector<std::shared_ptr<const void>> owners;
-    // The read began near where the last read of the file ended: the reader
-    // goes forward (its stored bytes were read sequentially; see read_ahead).
+    // The read began near where the last read through the same handle
+    // ended: the reader goes forward (its stored bytes were read
+    // sequentially; see read_ahead).
     bool forward = false;
   };
   Result<ReadView> read_view(uint64_t ino, uint64_t fh, uint64_t offset, std::span<uint8_t> buffer);
-  // After a read that read_view found going forward (ending at `end`):
+  // After a read through handle fh that read_view found going forward
+  // (ending at `end`):
   // asks the volumes to fetch the file's stored data up to kReadAheadBytes
   // past it (in steps of half that), so that it is in memory when the next
   // reads come. Never waits for the data; best effort.
   static constexpr uint64_t kReadAheadBytes = 8 << 20;
-  void read_ahead(uint64_t ino, uint64_t end) noexcept;
+  void read_ahead(uint64_t ino, uint64_t fh, uint64_t end) noexcept;
   // Writes all of data at offset (at the end of file for O_APPEND handles).
   Result<size_t> write(uint64_t ino, uint64_t fh, uint64_t offset, std::span<const uint8_t> data);
   Status flush(uint64_t ino, uint64_t fh);

@@ -273,12 +273,17 @@ TEST_CASE("prefetch hints each run of uncached chunks once, to the volumes of th
   CHECK(hints_of(hints, 3).empty());
   CHECK(hints_of(hints, 0)[0].name == fragment_object_name(layout.pack_id, 0));
   CHECK(hints_of(hints, 1)[0].name == fragment_object_name(layout.pack_id, 1));
-  // Two chunks apart: two hints. An unknown chunk: none.
+  // Two chunks apart: a hint each (the first from the object's start, with
+  // the header and checksum table; the second, further in, asks for those
+  // apart). An unknown chunk: none.
   Sha256 unknown{};
   unknown[0] = 1;
   cold->prefetch(std::vector<Sha256>{ids[0], unknown, ids[2]});
   hints = take();
-  CHECK(hints_of(hints, 0).size() == 2);
+  REQUIRE(hints_of(hints, 0).size() == 3);
+  CHECK(hints_of(hints, 0)[0].offset == 0);
+  CHECK(hints_of(hints, 0)[1].offset == 0);
+  CHECK(hints_of(hints, 0)[2].offset > 30000);
   // Chunks in the chunk cache (decompressed ones) are not asked for.
   auto text = env.commit({text_bytes(50000, 4), text_bytes(50000, 5)});
   for (const Sha256& id : text) REQUIRE(env.store->get(id).ok());

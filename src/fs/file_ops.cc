@@ -233,15 +233,22 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
     std::lock_guard lock(state->mu);
     if (offset >= state->size) return ReadView{};
     end = offset + std::min<uint64_t>(buffer.size(), state->size - offset);
-    // The kernel's own read-ahead keeps a few requests in flight, answered
-    // in any order: "forward" is anywhere near where the last one ended.
-    const uint64_t last = std::exchange(state->read_end, end);
-    view.forward = (offset >= last ? offset - last : last - offset) <= kReadAheadBytes / 4;
-    if (!view.forward) state->read_ahead_until = 0;
     for (const DirtyRanges* layer : {&state->flushing, &state->dirty}) {
       for (const auto& [at, bytes] : layer->ranges()) {
         if (at < end && at + bytes.size() > offset) unflushed = true;
       }
+    }
+  }
+  {
+    // The kernel's own read-ahead keeps a few requests in flight, answered
+    // in any order: "forward" is anywhere near where the last one through
+    // the same handle ended.
+    std::lock_guard lock(s.handles_mu);
+    if (auto it = s.handles.find(fh); it != s.handles.end()) {
+      FileHandle& h = it->second;
+      const uint64_t last = std::exchange(h.read_end, end);
+      view.forward = (offset >= last ? offset - last : last - offset) <= kReadAheadBytes / 4;
+      if (!view.forward) h.read_ahead_until = 0;
     }
   }
   if (unflushed) {  // assembled in buffer, as read() does
@@ -254,18 +261,25 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
   return view;
 }
 
-void FileSystem::read_ahead(uint64_t ino, uint64_t end) noexcept try {
+void FileSystem::read_ahead(uint64_t ino, uint64_t fh, uint64_t end) noexcept try {
   State& s = *state_;
   InodeTable::Ptr state = s.inodes.find(ino);
   if (!state) return;
-  uint64_t from, to;
+  uint64_t size;
   {
     std::lock_guard lock(state->mu);
+    size = state->size;
+  }
+  uint64_t from, to;
+  {
+    std::lock_guard lock(s.handles_mu);
+    auto it = s.handles.find(fh);
+    if (it == s.handles.end()) return;
     // Asked for in steps of half the distance, not after every read.
-    from = std::max(end, state->read_ahead_until);
-    to = std::min(end + kReadAheadBytes, state->size);
+    from = std::max(end, it->second.read_ahead_until);
+    to = std::min(end + kReadAheadBytes, size);
     if (from >= to || from - end > kReadAheadBytes / 2) return;
-    state->read_ahead_until = to;
+    it->second.read_ahead_until = to;
   }
   std::vector<Sha256> ids;
   Status listed = s.meta->list_extents(ino, from, [&](const Extent& e) {

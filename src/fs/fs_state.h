@@ -27,6 +27,10 @@ int64_t fs_now_ns();
 struct FileHandle {
   uint64_t ino = 0;
   int flags = 0;
+  // Sequential reading through this handle (read_view, read_ahead): where
+  // the last read ended, and how far the stored data is already asked for.
+  uint64_t read_end = 0;
+  uint64_t read_ahead_until = 0;
 };
 
 struct FileSystem::State {

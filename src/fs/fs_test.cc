@@ -619,6 +619,21 @@ TEST_CASE("read_view tells reads that go forward; read_ahead brings the next sto
   CHECK(forward(13 << 20, 1000));
   CHECK(forward(12 << 20, 1000));      // behind, within 2 MiB: a request answered late
   CHECK(!forward(1 << 20, 1000));      // far behind
+  // Another handle of the file has its own place: reads through both go
+  // forward, each from where it was.
+  const uint64_t other = *fx.fs->open(ino, O_RDONLY);
+  auto forward_through = [&](uint64_t fh, uint64_t offset) {
+    auto view = fx.fs->read_view(ino, fh, offset, std::span(buffer).first(1000));
+    REQUIRE(view.ok());
+    return view->forward;
+  };
+  CHECK(forward_through(other, 0));
+  CHECK(forward_through(c.fh, (1 << 20) + 1000));
+  CHECK(forward_through(other, 1000));
+  CHECK(forward_through(c.fh, (1 << 20) + 2000));
+  CHECK(!forward_through(other, 10 << 20));
+  REQUIRE(fx.fs->release(ino, other).ok());
+  CHECK(!forward_through(other, (10 << 20) + 1000));  // released: no place kept
 
   std::vector<std::string> fragments;
   for (const auto& vol : fx.vols) {
@@ -655,26 +670,27 @@ TEST_CASE("read_view tells reads that go forward; read_ahead brings the next sto
   // was asked for yet): the next 8 MiB, data fragments only. (Chunks in the
   // chunk cache are not asked for: random reads put the chunks near 1 and
   // 12 MiB there, which is why no read above touched 14..22 MiB.)
-  fx.fs->read_ahead(ino, 14 << 20);
+  fx.fs->read_ahead(ino, c.fh, 14 << 20);
   size_t cached = wait_for_cached(8 << 20);
   CHECK(cached >= (8 << 20));
   CHECK(cached < (9 << 20));
   // Nothing more while more than half of it is still ahead.
   REQUIRE(drop_all());
-  fx.fs->read_ahead(ino, 15 << 20);
+  fx.fs->read_ahead(ino, c.fh, 15 << 20);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(cached_bytes() == 0);
   // From 18 MiB, 4 MiB before what was asked for ends: from there to the end
   // of the file (22..24 MiB).
-  fx.fs->read_ahead(ino, 18 << 20);
+  fx.fs->read_ahead(ino, c.fh, 18 << 20);
   cached = wait_for_cached(2 << 20);
   CHECK(cached >= (2 << 20));
   CHECK(cached < (3 << 20));
   // A read that is not forward starts over: the next forward one asks again
-  // (for 3..11 MiB, less the chunk near 6 MiB this read put in the cache).
+  // (for 3..11 MiB, less the chunks near 6 and 10 MiB random reads put in
+  // the cache).
   CHECK(!forward(6 << 20, 1000));
   REQUIRE(drop_all());
-  fx.fs->read_ahead(ino, 3 << 20);
+  fx.fs->read_ahead(ino, c.fh, 3 << 20);
   CHECK(wait_for_cached(7 << 20) >= (7 << 20));
   // The bytes read through the fetched fragments are the file's.
   CHECK(fx.read(ino, c.fh, 3 << 20, 10 << 20) ==

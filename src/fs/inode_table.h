@@ -38,10 +38,6 @@ struct InodeState {
   int64_t dirty_since_ns = 0;   // when dirty became non-empty
   uint64_t write_seq = 0;       // bumped by every write and setattr
   bool deleted = false;         // purged: drop every later write
-  // Sequential read-ahead (FileSystem::read_ahead): where the last read
-  // ended, and how far the stored data is already asked for.
-  uint64_t read_end = 0;
-  uint64_t read_ahead_until = 0;
   bool detached = false;        // no longer in the table (set under both locks)
   // The record as it was deleted, when an unlink deleted the inode while the
   // kernel still held lookups: getattr answers from it until the FORGET.

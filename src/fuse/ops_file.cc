@@ -91,7 +91,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     }
   });
   // After the reply, so that the reader does not wait for it.
-  if (forward_end != 0) fs.read_ahead(ino, forward_end);
+  if (forward_end != 0) fs.read_ahead(ino, fi->fh, forward_end);
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

@@ -189,9 +189,10 @@ struct PackStore::State {
                                                         uint64_t window);
   // Whether a reader with this pattern, at payload offset `pos` of fragment
   // `index`, should read the whole window there. Only a sequential reader,
-  // and only where it has come to the window from the one before (cached)
-  // or starts at the window's first block: a file whose chunks lie scattered
-  // over many packs is read forward, but each window would serve one chunk.
+  // and only where it has come to the window from the one before (cached, or
+  // being loaded by another thread of the same reader) or starts at the
+  // window's first block: a file whose chunks lie scattered over many packs
+  // is read forward, but each window would serve one chunk.
   bool worth_window(const PackLayout& layout, int index, uint64_t pos, ReadPattern pattern);
   Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
                              uint64_t begin, uint64_t end, std::span<uint8_t> out,
@@ -341,8 +342,9 @@ bool PackStore::State::worth_window(const PackLayout& layout, int index, uint64_
   const uint64_t ws = window_bytes(layout);
   const uint64_t w = pos / ws;
   if (pos - w * ws < layout.block_size) return true;
-  return w > 0 && windows.get(layout.pack_id, index,
-                              layout.fragment_checksums[static_cast<size_t>(index)], w - 1) != nullptr;
+  return w > 0 && windows.cached_or_loading(layout.pack_id, index,
+                                            layout.fragment_checksums[static_cast<size_t>(index)],
+                                            w - 1);
 }
 
 // Copies payload bytes [begin, end) of data fragment `index` into out. Whole
@@ -766,11 +768,19 @@ void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len
     Volume* volume = state_->volumes.get(layout.volumes[index]);
     if (volume != nullptr) {
       const std::string name = fragment_object_name(layout.pack_id, i);
-      // The header and checksum table too, unless they are cached.
-      uint64_t from = stripe::payload_offset(layout) + begin / bs * bs;
-      if (!state_->tables.get(layout.pack_id, i, layout.fragment_checksums[index])) from = 0;
-      const uint64_t blocks_end = std::min(round_up(to, bs), fl);
-      volume->prefetch(name, from, stripe::payload_offset(layout) + blocks_end - from);
+      const uint64_t payload = stripe::payload_offset(layout);
+      uint64_t from = payload + begin / bs * bs;
+      const uint64_t blocks_end = payload + std::min(round_up(to, bs), fl);
+      // The header and checksum table too, unless they are cached: in the
+      // same hint when the blocks start right after them.
+      if (!state_->tables.get(layout.pack_id, i, layout.fragment_checksums[index])) {
+        if (begin < bs) {
+          from = 0;
+        } else {
+          volume->prefetch(name, 0, payload);
+        }
+      }
+      volume->prefetch(name, from, blocks_end - from);
     }
     pos += to - begin;
   }

@@ -16,6 +16,14 @@ void ChecksumTableCache::put(uint64_t pack_id, int index,
 
 void ChecksumTableCache::erase(uint64_t pack_id, int index) { lru_.erase(Key{pack_id, index}); }
 
+bool VerifiedWindowCache::cached_or_loading(uint64_t pack_id, int index, uint64_t table_checksum,
+                                            uint64_t window) {
+  const Key key{pack_id, index, table_checksum, window};
+  if (lru_.get(key)) return true;
+  std::lock_guard lock(loading_mu_);
+  return loading_.contains(key);
+}
+
 Result<VerifiedWindowCache::WindowPtr> VerifiedWindowCache::get_or_load(
     uint64_t pack_id, int index, uint64_t table_checksum, uint64_t window,
     const std::function<Result<WindowPtr>()>& load) {

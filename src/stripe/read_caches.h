@@ -119,6 +119,8 @@ class VerifiedWindowCache {
   WindowPtr get(uint64_t pack_id, int index, uint64_t table_checksum, uint64_t window) {
     return lru_.get(Key{pack_id, index, table_checksum, window});
   }
+  // Whether the window is cached or being loaded.
+  bool cached_or_loading(uint64_t pack_id, int index, uint64_t table_checksum, uint64_t window);
   // The window from the cache, or from `load` and then kept. A caller that
   // asks for a window another caller is loading waits for that load instead
   // of reading the same bytes again. A failed load is not kept.

@@ -597,10 +597,11 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   const uint64_t fl = layout->fragment_len;
   const uint64_t payload = stripe::payload_offset(*layout);
   auto hints_of = [&](int index) { return counting.of(*layout, index).take_prefetches(); };
-  // Bytes in both data fragments, checksum tables not cached: from each
-  // object's start (header and table) to the end of the blocks wanted.
+  // Bytes in both data fragments from their first blocks, checksum tables
+  // not cached: from each object's start (header and table) to the end of
+  // the blocks wanted.
   PackStore cold(counting.set, rs(2, 2), 4096);
-  cold.prefetch(*layout, 5000, fl);
+  cold.prefetch(*layout, 3000, fl);
   auto h0 = hints_of(0), h1 = hints_of(1);
   REQUIRE(h0.size() == 1);
   REQUIRE(h1.size() == 1);
@@ -609,9 +610,19 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   CHECK(h0[0].len == payload + fl);
   CHECK(h1[0].name == fragment_object_name(3, 1));
   CHECK(h1[0].offset == 0);
-  CHECK(h1[0].len == payload + 8192);  // blocks 0 and 1 hold bytes [0, 5000)
+  CHECK(h1[0].len == payload + 4096);  // block 0 holds bytes [0, 3000)
   CHECK(hints_of(2).empty());          // parity is not read
   CHECK(hints_of(3).empty());
+  // Far into a fragment whose table is not cached: the header and table, and
+  // the blocks, in two hints (not all the payload between them).
+  PackStore cold2(counting.set, rs(2, 2), 4096);
+  cold2.prefetch(*layout, 50000, 1);
+  h0 = hints_of(0);
+  REQUIRE(h0.size() == 2);
+  CHECK(h0[0].offset == 0);
+  CHECK(h0[0].len == payload);
+  CHECK(h0[1].offset == payload + 49152);  // block 12
+  CHECK(h0[1].len == 4096);
   // With fragment 1's table cached, only its payload blocks.
   std::vector<uint8_t> out(10);
   REQUIRE(cold.read(*layout, fl + 50000, out).ok());
