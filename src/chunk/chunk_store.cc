@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -109,6 +110,18 @@ struct ChunkStore::State {
   // layout never changes, so an entry cannot go stale; emptied when full.
   static constexpr size_t kLayoutCacheEntries = 4096;
   std::unordered_map<uint64_t, std::shared_ptr<const PackLayout>> layouts;
+  // Records prefetch looked up, for the load that follows, which takes its
+  // entry (one metadata lookup per chunk instead of two). One may be stale
+  // by then (its chunk moved by a compaction): load then reads the record
+  // again. Emptied when full.
+  struct IdHash {
+    size_t operator()(const Sha256& id) const { return load_le<uint64_t>(id.data()); }
+  };
+  static constexpr size_t kPrefetchedRecords = 4096;
+  std::unordered_map<Sha256, ChunkRecord, IdHash> prefetched;
+
+  // The record prefetch kept for id, taken out; nullopt if none.
+  std::optional<ChunkRecord> take_prefetched(const Sha256& id);
 
   // The layout of a pack, from the cache or the metadata.
   Result<std::shared_ptr<const PackLayout>> pack_layout(uint64_t pack_id);
@@ -146,12 +159,24 @@ Result<std::shared_ptr<const PackLayout>> ChunkStore::State::pack_layout(uint64_
   return layout;
 }
 
+std::optional<ChunkRecord> ChunkStore::State::take_prefetched(const Sha256& id) {
+  std::lock_guard lock(mu);
+  auto it = prefetched.find(id);
+  if (it == prefetched.end()) return std::nullopt;
+  ChunkRecord record = std::move(it->second);
+  prefetched.erase(it);
+  return record;
+}
+
 Result<ChunkStore::State::Loaded> ChunkStore::State::load(const Sha256& id, ReadPattern pattern) {
   // A compaction may move the chunk between reading its record and reading
-  // its pack (and then delete the old pack): one retry with a fresh record.
+  // its pack (and then delete the old pack): one retry with a fresh record,
+  // and one more when the first record was prefetch's (older still).
+  std::optional<ChunkRecord> known = take_prefetched(id);
+  const int attempts = known ? 3 : 2;
   Status last;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto chunk = meta.get_chunk(id);
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    auto chunk = attempt == 0 && known ? Result<ChunkRecord>(std::move(*known)) : meta.get_chunk(id);
     if (!chunk.ok()) return chunk.status().WithContext(fmt::format("chunk {}", chunk_name(id)));
     auto layout = pack_layout(chunk->pack_id);
     if (!layout.ok()) {
@@ -226,6 +251,11 @@ void ChunkStore::prefetch(std::span<const Sha256> ids) {
     if (state_->cache.get(id)) continue;
     auto chunk = state_->meta.get_chunk(id);
     if (!chunk.ok()) continue;
+    {
+      std::lock_guard lock(state_->mu);
+      if (state_->prefetched.size() >= State::kPrefetchedRecords) state_->prefetched.clear();
+      state_->prefetched.insert_or_assign(id, *chunk);
+    }
     if (!layout || layout->pack_id != chunk->pack_id || chunk->offset < end ||
         chunk->offset > end + kPackEntryHeaderSize) {
       hint();

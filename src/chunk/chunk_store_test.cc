@@ -543,6 +543,38 @@ TEST_CASE("full packs are sealed at pack_size and every chunk reads back") {
   CHECK(env.objects() == 12);
 }
 
+TEST_CASE("a chunk whose record prefetch kept, moved since by a compaction, reads from its new "
+          "place") {
+  Env env(1 << 20, 0);
+  std::mt19937_64 rng(33);
+  std::vector<std::vector<uint8_t>> chunks;
+  for (int i = 0; i < 40; ++i) chunks.push_back(random_bytes(rng, 8192 + static_cast<size_t>(i)));
+  auto ids = env.commit(chunks);
+  const uint64_t old_pack = env.pack_records().at(0).layout.pack_id;
+  std::vector<size_t> live;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i % 4 == 1) {
+      live.push_back(i);
+    } else {
+      env.drop(ids[i]);
+    }
+  }
+  auto reader = env.cold_store();
+  std::vector<Sha256> live_ids;
+  for (size_t i : live) live_ids.push_back(ids[i]);
+  reader->prefetch(live_ids);  // keeps their records, in the old pack
+  REQUIRE(env.store->collect().ok());
+  REQUIRE(env.store->counters().packs_compacted == 1);
+  CHECK(env.release_retired() == 1);  // the old pack's fragments are gone
+  REQUIRE(env.meta->get_pack(old_pack).status().code() == ENOENT);
+  for (size_t i : live) {
+    std::vector<uint8_t> out(chunks[i].size());
+    Status s = reader->read(ids[i], 0, out);
+    REQUIRE_MESSAGE(s.ok(), s.ToString());
+    CHECK(out == chunks[i]);
+  }
+}
+
 TEST_CASE("compaction moves the live chunks of a mostly dead pack") {
   Env env(1 << 20, 0);  // no cache: every read goes to the packs
   std::mt19937_64 rng(7);
