@@ -57,6 +57,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
   FileSystem& fs = fs_of(req);  // req is gone once answered
+  const uint64_t fh = fi->fh;
   uint64_t forward_end = 0;  // set when a forward read was answered
   guarded(req, "read", [&] {
     // One buffer per worker thread, grown to the largest request (1 MiB).
@@ -65,7 +66,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     // Stored bytes go to the kernel from where they are cached, not copied
     // into the buffer first.
     Result<FileSystem::ReadView> view = fs.read_view(
-        ino, fi->fh, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
+        ino, fh, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
     if (!view.ok()) return reply_status(req, view.status());
     // A writev takes at most 1024 pieces (the reply's header is one): a
     // read of many tiny extents and holes is copied into one piece instead.
@@ -91,7 +92,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     }
   });
   // After the reply, so that the reader does not wait for it.
-  if (forward_end != 0) fs.read_ahead(ino, fi->fh, forward_end);
+  if (forward_end != 0) fs.read_ahead(ino, fh, forward_end);
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

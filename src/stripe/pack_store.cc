@@ -88,6 +88,23 @@ constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
 
 uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
+// Calls visit(index, begin, end) for each data fragment that pack bytes
+// [offset, offset + len) map onto, with the payload range in that fragment,
+// in order. Stops at the first error visit returns.
+template <typename Visit>
+Status for_each_fragment_range(const PackLayout& layout, uint64_t offset, uint64_t len,
+                               Visit&& visit) {
+  const uint64_t fl = layout.fragment_len;
+  for (uint64_t pos = offset, stop = offset + len; pos < stop;) {
+    const uint64_t index = pos / fl;
+    const uint64_t begin = pos - index * fl;
+    const uint64_t end = std::min(fl, begin + (stop - pos));
+    FRUGAL_TRY(visit(static_cast<int>(index), begin, end));
+    pos += end - begin;
+  }
+  return Status::Ok();
+}
+
 Status check_layout(const PackLayout& l) {
   const size_t n = size_t{l.k} + l.m;
   if (l.k < 1 || n > kMaxFragments || l.volumes.size() != n || l.fragment_checksums.size() != n ||
@@ -194,6 +211,12 @@ struct PackStore::State {
   // window's first block: a file whose chunks lie scattered over many packs
   // is read forward, but each window would serve one chunk.
   bool worth_window(const PackLayout& layout, int index, uint64_t pos, ReadPattern pattern);
+  // The window that holds payload offset `pos` of fragment `index` if it is
+  // cached, or worth loading (worth_window) and loaded whole; otherwise
+  // null (the caller reads the blocks it needs alone).
+  stripe::VerifiedWindowCache::WindowPtr usable_window(const PackLayout& layout,
+                                                       const ErasureCode& code, int index,
+                                                       uint64_t pos, ReadPattern pattern);
   Status read_fragment_range(const PackLayout& layout, const ErasureCode& code, int index,
                              uint64_t begin, uint64_t end, std::span<uint8_t> out,
                              ReadPattern pattern);
@@ -347,6 +370,20 @@ bool PackStore::State::worth_window(const PackLayout& layout, int index, uint64_
                                             w - 1);
 }
 
+stripe::VerifiedWindowCache::WindowPtr PackStore::State::usable_window(const PackLayout& layout,
+                                                                      const ErasureCode& code,
+                                                                      int index, uint64_t pos,
+                                                                      ReadPattern pattern) {
+  const uint64_t w = pos / window_bytes(layout);
+  auto cached =
+      windows.get(layout.pack_id, index, layout.fragment_checksums[static_cast<size_t>(index)], w);
+  if (cached != nullptr || !worth_window(layout, index, pos, pattern)) return cached;
+  // A window that cannot be read or rebuilt whole may still hold the blocks
+  // wanted intact: the caller reads those alone.
+  auto loaded = window(layout, code, index, w);
+  return loaded.ok() ? std::move(loaded).value() : nullptr;
+}
+
 // Copies payload bytes [begin, end) of data fragment `index` into out. Whole
 // windows are read straight into out. The part of a window a range covers in
 // part comes from the window cache when the window is there or the reader is
@@ -357,7 +394,6 @@ Status PackStore::State::read_fragment_range(const PackLayout& layout, const Era
                                              std::span<uint8_t> out, ReadPattern pattern) {
   const uint64_t bs = layout.block_size;
   const uint64_t ws = window_bytes(layout);
-  const uint64_t table_checksum = layout.fragment_checksums[static_cast<size_t>(index)];
   for (uint64_t pos = begin; pos < end;) {
     const uint64_t window_begin = pos / ws * ws;
     const uint64_t window_end = std::min(window_begin + ws, layout.fragment_len);
@@ -369,13 +405,7 @@ Status PackStore::State::read_fragment_range(const PackLayout& layout, const Era
       continue;
     }
     const uint64_t to = std::min(end, window_end);
-    auto cached = windows.get(layout.pack_id, index, table_checksum, pos / ws);
-    if (cached == nullptr && worth_window(layout, index, pos, pattern)) {
-      // A window that cannot be read or rebuilt whole may still hold the
-      // blocks wanted intact: those are read alone below.
-      if (auto loaded = window(layout, code, index, pos / ws); loaded.ok()) cached = *loaded;
-    }
-    if (cached != nullptr) {
+    if (auto cached = usable_window(layout, code, index, pos, pattern)) {
       std::copy_n(cached->bytes.get() + (pos - window_begin), to - pos, dest.begin());
     } else {
       const uint64_t blocks_begin = pos / bs * bs;
@@ -699,20 +729,15 @@ Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint
     }
     if (out.empty()) return Status::Ok();
     FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
-    const uint64_t fl = layout.fragment_len;
-    uint64_t pos = offset;
     size_t done = 0;
-    while (done < out.size()) {
-      const uint64_t index = pos / fl;
-      const uint64_t begin = pos - index * fl;
-      const uint64_t end = std::min<uint64_t>(fl, begin + (out.size() - done));
+    return for_each_fragment_range(layout, offset, out.size(), [&](int index, uint64_t begin,
+                                                                   uint64_t end) {
       const size_t len = static_cast<size_t>(end - begin);
-      FRUGAL_TRY(state_->read_fragment_range(layout, *code, static_cast<int>(index), begin, end,
+      FRUGAL_TRY(state_->read_fragment_range(layout, *code, index, begin, end,
                                              out.subspan(done, len), pattern));
       done += len;
-      pos += len;
-    }
-    return Status::Ok();
+      return Status::Ok();
+    });
   } catch (const std::bad_alloc&) {
     return Errorf(ENOMEM, "pack {:016x}: out of memory reading", layout.pack_id);
   } catch (const std::exception& e) {
@@ -734,19 +759,11 @@ Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout,
     const uint64_t index = offset / fl;
     const uint64_t begin = offset - index * fl;
     if (begin + len > fl || begin / ws != (begin + len - 1) / ws) return std::optional<View>();
-    const int i = static_cast<int>(index);
-    const uint64_t w = begin / ws;
-    auto cached = state_->windows.get(layout.pack_id, i, layout.fragment_checksums[index], w);
-    if (cached == nullptr) {
-      // Left to read(), which reads only the blocks a random read needs, and
-      // the blocks of a window that cannot be read or rebuilt whole.
-      if (!state_->worth_window(layout, i, begin, pattern)) return std::optional<View>();
-      FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
-      auto loaded = state_->window(layout, *code, i, w);
-      if (!loaded.ok()) return std::optional<View>();
-      cached = std::move(loaded).value();
-    }
-    const uint8_t* at = cached->bytes.get() + (begin - w * ws);
+    FRUGAL_ASSIGN_OR_RETURN(const ErasureCode* code, state_->code_for(layout));
+    // Without a window, left to read(), which reads the blocks alone.
+    auto cached = state_->usable_window(layout, *code, static_cast<int>(index), begin, pattern);
+    if (cached == nullptr) return std::optional<View>();
+    const uint8_t* at = cached->bytes.get() + (begin % ws);
     return std::optional<View>(View{std::move(cached), std::span<const uint8_t>(at, static_cast<size_t>(len))});
   } catch (const std::bad_alloc&) {
     return Errorf(ENOMEM, "pack {:016x}: out of memory reading", layout.pack_id);
@@ -757,33 +774,28 @@ Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout,
 
 void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len) {
   if (!check_layout(layout).ok() || offset >= layout.pack_len) return;
-  const uint64_t fl = layout.fragment_len;
   const uint64_t bs = layout.block_size;
-  const uint64_t end = offset + std::min(len, layout.pack_len - offset);
-  for (uint64_t pos = offset; pos < end;) {
-    const uint64_t index = pos / fl;
-    const uint64_t begin = pos - index * fl;
-    const uint64_t to = std::min(fl, begin + (end - pos));
-    const int i = static_cast<int>(index);
-    Volume* volume = state_->volumes.get(layout.volumes[index]);
-    if (volume != nullptr) {
-      const std::string name = fragment_object_name(layout.pack_id, i);
-      const uint64_t payload = stripe::payload_offset(layout);
-      uint64_t from = payload + begin / bs * bs;
-      const uint64_t blocks_end = payload + std::min(round_up(to, bs), fl);
-      // The header and checksum table too, unless they are cached: in the
-      // same hint when the blocks start right after them.
-      if (!state_->tables.get(layout.pack_id, i, layout.fragment_checksums[index])) {
-        if (begin < bs) {
-          from = 0;
-        } else {
-          volume->prefetch(name, 0, payload);
-        }
+  const uint64_t payload = stripe::payload_offset(layout);
+  (void)for_each_fragment_range(layout, offset, std::min(len, layout.pack_len - offset),
+                                [&](int index, uint64_t begin, uint64_t end) {
+    const size_t i = static_cast<size_t>(index);
+    Volume* volume = state_->volumes.get(layout.volumes[i]);
+    if (volume == nullptr) return Status::Ok();
+    const std::string name = fragment_object_name(layout.pack_id, index);
+    uint64_t from = payload + begin / bs * bs;
+    const uint64_t blocks_end = payload + std::min(round_up(end, bs), layout.fragment_len);
+    // The header and checksum table too, unless they are cached: in the
+    // same hint when the blocks start right after them.
+    if (!state_->tables.get(layout.pack_id, index, layout.fragment_checksums[i])) {
+      if (begin < bs) {
+        from = 0;
+      } else {
+        volume->prefetch(name, 0, payload);
       }
-      volume->prefetch(name, from, blocks_end - from);
     }
-    pos += to - begin;
-  }
+    volume->prefetch(name, from, blocks_end - from);
+    return Status::Ok();
+  });
 }
 
 Status PackStore::remove(const PackLayout& layout) {

@@ -465,6 +465,14 @@ struct CountingSet {
     for (CountingVolume* v : volumes) n += v->bytes_read;
     return n;
   }
+  // Writes data as pack `pack_id` (2+2, 4 KiB blocks) through a store of
+  // its own, so that readers start cold.
+  PackLayout write_pack(uint64_t pack_id, std::span<const uint8_t> data) {
+    PackStore writer(set, rs(2, 2), 4096);
+    auto layout = writer.write(pack_id, data);
+    REQUIRE(layout.ok());
+    return *layout;
+  }
   VolumeSet set;
   std::vector<CountingVolume*> volumes;
 };
@@ -474,21 +482,19 @@ TEST_CASE("PackStore: a pack read in small pieces, one after another, reads each
   CountingSet counting;
   VolumeSet& set = counting.set;
   const auto data = random_bytes(rng, 300001);
-  PackStore writer(set, rs(2, 2), 4096);
-  auto layout = writer.write(5, data);
-  REQUIRE(layout.ok());
+  const PackLayout layout = counting.write_pack(5, data);
   // A cold store, as after a remount, reads the pack sequentially in pieces
   // of 1..5000 bytes (like chunks, most smaller than a block or across two).
   PackStore reader(set, rs(2, 2), 4096);
   for (uint64_t pos = 0; pos < data.size();) {
     const size_t len = std::min<size_t>(data.size() - pos, 1 + rng() % 5000);
     std::vector<uint8_t> out(len);
-    REQUIRE(reader.read(*layout, pos, out, ReadPattern::kSequential).ok());
+    REQUIRE(reader.read(layout, pos, out, ReadPattern::kSequential).ok());
     REQUIRE(std::equal(out.begin(), out.end(), data.begin() + static_cast<std::ptrdiff_t>(pos)));
     pos += len;
   }
   // Each data fragment's header and checksum table once, and its payload.
-  CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
+  CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(layout));
   CHECK(reader.degraded_reads() == 0);
 }
 
@@ -498,9 +504,7 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   CountingSet counting;
   // About 1.5 MiB per data fragment: two windows each (1 MiB of 4 KiB blocks).
   const auto data = random_bytes(rng, 3000001);
-  PackStore writer(counting.set, rs(2, 2), 4096);
-  auto layout = writer.write(9, data);
-  REQUIRE(layout.ok());
+  const PackLayout layout = counting.write_pack(9, data);
   auto same = [&](std::span<const uint8_t> got, uint64_t pos) {
     return std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(pos));
   };
@@ -508,14 +512,14 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   // Reads [pos, pos + len) as the chunk store does for a sequential reader
   // (in place, else read()) and checks the bytes. Returns the view, if in place.
   auto read_piece = [&](PackStore& reader, uint64_t pos, size_t len) {
-    auto view = reader.view(*layout, pos, len, kSequential);
+    auto view = reader.view(layout, pos, len, kSequential);
     REQUIRE_MESSAGE(view.ok(), view.status().ToString());
     if (*view) {
       REQUIRE((*view)->bytes.size() == len);
       REQUIRE(same((*view)->bytes, pos));
     } else {  // across a window or fragment edge
       std::vector<uint8_t> out(len);
-      REQUIRE(reader.read(*layout, pos, out, kSequential).ok());
+      REQUIRE(reader.read(layout, pos, out, kSequential).ok());
       REQUIRE(same(out, pos));
     }
     return *view;
@@ -537,7 +541,7 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
     CHECK(in_place + 4 >= pieces);
     CHECK(in_place > 50);
     // Each data fragment read once, as a few whole windows.
-    CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(*layout));
+    CHECK(counting.bytes_read() <= 2 * stripe::fragment_object_size(layout));
     // A view held since the start still holds the bytes it was given.
     REQUIRE(first);
     CHECK(first->bytes.data() != nullptr);
@@ -545,38 +549,38 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   }
   SUBCASE("random") {
     PackStore reader(counting.set, rs(2, 2), 4096);
-    auto view = reader.view(*layout, 700000, 5000, ReadPattern::kRandom);
+    auto view = reader.view(layout, 700000, 5000, ReadPattern::kRandom);
     REQUIRE(view.ok());
     CHECK(!*view);
-    view = reader.view(*layout, 0, 0, kSequential);  // nothing to view
+    view = reader.view(layout, 0, 0, kSequential);  // nothing to view
     REQUIRE(view.ok());
     CHECK(!*view);
     std::vector<uint8_t> out(5000);
-    REQUIRE(reader.read(*layout, 700000, out).ok());
+    REQUIRE(reader.read(layout, 700000, out).ok());
     CHECK(same(out, 700000));
     // The header and checksum table, and the three blocks that hold the bytes.
-    CHECK(counting.bytes_read() <= stripe::payload_offset(*layout) + 3 * 4096);
+    CHECK(counting.bytes_read() <= stripe::payload_offset(layout) + 3 * 4096);
     // A sequential reader in the middle of a window it did not come from
     // (chunks scattered over packs) reads only its blocks too.
-    view = reader.view(*layout, 705000, 3000, kSequential);
+    view = reader.view(layout, 705000, 3000, kSequential);
     REQUIRE(view.ok());
     CHECK(!*view);
     // At a window's first block it reads the whole window; a random reader
     // then finds it, and so does the sequential one at its next chunk.
-    view = reader.view(*layout, 100, 3000, kSequential);
+    view = reader.view(layout, 100, 3000, kSequential);
     REQUIRE(view.ok());
     REQUIRE(*view);
     CHECK(same((*view)->bytes, 100));
     const uint64_t after_window = counting.bytes_read();
     CHECK(after_window >= (1 << 20));
-    view = reader.view(*layout, 705000, 20000, ReadPattern::kRandom);
+    view = reader.view(layout, 705000, 20000, ReadPattern::kRandom);
     REQUIRE(view.ok());
     REQUIRE(*view);
     CHECK(same((*view)->bytes, 705000));
     CHECK(counting.bytes_read() == after_window);
   }
   SUBCASE("degraded: a data fragment's volume offline, its windows are rebuilt") {
-    counting.of(*layout, 0).offline = true;
+    counting.of(layout, 0).offline = true;
     PackStore reader(counting.set, rs(2, 2), 4096);
     size_t in_place = 0;
     for (uint64_t pos = 0; pos < data.size(); pos += 60000) {
@@ -591,17 +595,15 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   std::mt19937_64 rng(22);
   CountingSet counting;
   const auto data = random_bytes(rng, 200000);
-  PackStore store(counting.set, rs(2, 2), 4096);
-  auto layout = store.write(3, data);
-  REQUIRE(layout.ok());
-  const uint64_t fl = layout->fragment_len;
-  const uint64_t payload = stripe::payload_offset(*layout);
-  auto hints_of = [&](int index) { return counting.of(*layout, index).take_prefetches(); };
+  const PackLayout layout = counting.write_pack(3, data);
+  const uint64_t fl = layout.fragment_len;
+  const uint64_t payload = stripe::payload_offset(layout);
+  auto hints_of = [&](int index) { return counting.of(layout, index).take_prefetches(); };
   // Bytes in both data fragments from their first blocks, checksum tables
   // not cached: from each object's start (header and table) to the end of
   // the blocks wanted.
   PackStore cold(counting.set, rs(2, 2), 4096);
-  cold.prefetch(*layout, 3000, fl);
+  cold.prefetch(layout, 3000, fl);
   auto h0 = hints_of(0), h1 = hints_of(1);
   REQUIRE(h0.size() == 1);
   REQUIRE(h1.size() == 1);
@@ -616,7 +618,7 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   // Far into a fragment whose table is not cached: the header and table, and
   // the blocks, in two hints (not all the payload between them).
   PackStore cold2(counting.set, rs(2, 2), 4096);
-  cold2.prefetch(*layout, 50000, 1);
+  cold2.prefetch(layout, 50000, 1);
   h0 = hints_of(0);
   REQUIRE(h0.size() == 2);
   CHECK(h0[0].offset == 0);
@@ -625,16 +627,16 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   CHECK(h0[1].len == 4096);
   // With fragment 1's table cached, only its payload blocks.
   std::vector<uint8_t> out(10);
-  REQUIRE(cold.read(*layout, fl + 50000, out).ok());
-  cold.prefetch(*layout, fl + 10000, 1);
+  REQUIRE(cold.read(layout, fl + 50000, out).ok());
+  cold.prefetch(layout, fl + 10000, 1);
   h1 = hints_of(1);
   REQUIRE(h1.size() == 1);
   CHECK(h1[0].offset == payload + 8192);
   CHECK(h1[0].len == 4096);
   // Nothing for bytes beyond the pack, nor for an offline volume.
-  cold.prefetch(*layout, layout->pack_len, 100);
-  counting.set.mark_offline(layout->volumes[0], Errorf(EIO, "test"));
-  cold.prefetch(*layout, 0, 100);
+  cold.prefetch(layout, layout.pack_len, 100);
+  counting.set.mark_offline(layout.volumes[0], Errorf(EIO, "test"));
+  cold.prefetch(layout, 0, 100);
   CHECK(hints_of(0).empty());
   CHECK(hints_of(1).empty());
 }

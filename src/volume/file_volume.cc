@@ -20,6 +20,9 @@
 namespace frugalfs {
 namespace {
 
+// Offsets beyond what off_t can express are beyond the end of any object.
+constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
+
 constexpr std::string_view kObjectsDir = "objects";
 // A temp file name starts with '~', which no valid object name contains, so a
 // temp file can never be mistaken for (or collide with) an object.
@@ -258,8 +261,6 @@ Result<size_t> FileVolume::read(std::string_view name, uint64_t offset, std::spa
     return Errorf(EINVAL, "{}: read: invalid object name '{}'", uri_, name);
   FRUGAL_ASSIGN_OR_RETURN(std::shared_ptr<const ReadFd> file, read_fd(name));
   const int fd = file->fd;
-  // Offsets beyond what off_t can express are beyond the end of any object.
-  constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
   size_t want = 0;
   if (offset < kMaxOffset)
     want = static_cast<size_t>(std::min<uint64_t>(out.size(), kMaxOffset - offset));
@@ -295,7 +296,6 @@ Result<std::shared_ptr<const FileVolume::ReadFd>> FileVolume::read_fd(std::strin
 }
 
 void FileVolume::prefetch(std::string_view name, uint64_t offset, uint64_t len) {
-  constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
   if (!valid_object_name(name) || offset >= kMaxOffset || len == 0) return;
   auto file = read_fd(name);
   if (!file.ok()) return;
