@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -338,6 +339,37 @@ TEST_CASE("VerifiedWindowCache: askers of one window share one load; a failed lo
   REQUIRE(again.ok());
   CHECK((*again)->bytes[0] == 9);
   CHECK(loads == 3);
+}
+
+TEST_CASE("VerifiedWindowCache::cached_or_loading: while a load runs, after it, not after a "
+          "failed one") {
+  using Cache = stripe::VerifiedWindowCache;
+  Cache cache(4);
+  CHECK(!cache.cached_or_loading(1, 0, 42, 3));
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> started{false};
+  std::thread loader([&] {
+    auto w = cache.get_or_load(1, 0, 42, 3, [&]() -> Result<Cache::WindowPtr> {
+      started = true;
+      released.wait();
+      auto window = std::make_shared<Cache::Window>();
+      window->size = 1;
+      window->bytes = std::make_unique<uint8_t[]>(1);
+      return Cache::WindowPtr(std::move(window));
+    });
+    CHECK(w.ok());
+  });
+  while (!started) std::this_thread::yield();
+  CHECK(cache.cached_or_loading(1, 0, 42, 3));   // being loaded
+  CHECK(!cache.cached_or_loading(1, 0, 43, 3));  // another fragment's table
+  CHECK(!cache.cached_or_loading(1, 0, 42, 4));  // another window
+  release.set_value();
+  loader.join();
+  CHECK(cache.cached_or_loading(1, 0, 42, 3));  // cached
+  CHECK(!cache.get_or_load(1, 0, 42, 5, [] { return Result<Cache::WindowPtr>(Errorf(EIO, "bad")); })
+             .ok());
+  CHECK(!cache.cached_or_loading(1, 0, 42, 5));  // a failed load leaves nothing
 }
 
 TEST_CASE("fragment object names") {
