@@ -61,9 +61,10 @@ class ChunkStore {
     std::span<const uint8_t> bytes;
   };
   Result<Bytes> get(const Sha256& id, ReadPattern pattern = ReadPattern::kRandom);
-  // A hint that chunks `ids` will be read soon, in this order: the volumes
-  // may start fetching the stored bytes of those not cached. Never waits for
-  // the data; a chunk it cannot find is skipped.
+  // A hint that chunks `ids` will be read soon, in this order: the stored
+  // bytes of those not cached are asked of the pack store (PackStore::
+  // prefetch), a run of chunks that lie one after another in a pack as one
+  // range. Never waits for the data; a chunk it cannot find is skipped.
   void prefetch(std::span<const Sha256> ids);
 
   // One more / one fewer extent names chunk `id`.

@@ -130,10 +130,15 @@ class PackStore {
   Result<std::optional<View>> view(const PackLayout& layout, uint64_t offset, uint64_t len,
                                    ReadPattern pattern);
 
-  // A hint that the `len` bytes at offset of the pack will be read soon: the
-  // volumes of its data fragments may start fetching them. Never waits for
-  // the data and never fails.
+  // A hint that the `len` bytes at offset of the pack will be read soon.
+  // Each window of a data fragment that the range covers at least half of is
+  // read, verified (or rebuilt) and cached on the store's own threads, a few
+  // windows at a time, as view() would read it; the volumes are asked to
+  // fetch the rest. Never waits for the data and never fails: a window that
+  // cannot be loaded is left to the reader, who then sees the error.
   void prefetch(const PackLayout& layout, uint64_t offset, uint64_t len);
+  // Waits until the windows being read ahead are loaded (for tests).
+  void TEST_wait_read_ahead();
 
   // Removes every fragment of the pack; fragments already missing are fine.
   Status remove(const PackLayout& layout);
@@ -144,6 +149,7 @@ class PackStore {
 
   // Counters for logs and tests.
   uint64_t degraded_reads() const;
+  uint64_t windows_read_ahead() const;  // posted by prefetch
 
  private:
   struct State;

@@ -244,7 +244,7 @@ TEST_CASE("PackWriter dedups within one writer and against committed chunks") {
   CHECK(env.meta->get_chunk(*ida)->refcount == 2);  // stage does not touch committed chunks
 }
 
-TEST_CASE("prefetch hints each run of uncached chunks once, to the volumes of the data fragments") {
+TEST_CASE("prefetch asks for each run of uncached chunks as one range of its pack") {
   Env env;
   std::mt19937_64 rng(31);
   std::vector<std::vector<uint8_t>> chunks;
@@ -261,41 +261,60 @@ TEST_CASE("prefetch hints each run of uncached chunks once, to the volumes of th
   auto hints_of = [&](auto& by_volume, int index) {
     return by_volume[env.volumes.uri(layout.volumes[static_cast<size_t>(index)])];
   };
+  auto all_empty = [](const auto& by_volume) {
+    for (const auto& [uri, list] : by_volume) {
+      if (!list.empty()) return false;
+    }
+    return true;
+  };
   take();
-  // The six chunks lie one after another across both data fragments: one
-  // hint each, up to the end of the last chunk's blocks.
+  // The six chunks lie one after another across both data fragments (one
+  // window each): asked for as one range, they cover each window whole, and
+  // both windows are read ahead. With every volume offline after that, the
+  // chunks still read, from those windows.
   auto cold = env.cold_store();
   cold->prefetch(ids);
-  auto hints = take();
-  REQUIRE(hints_of(hints, 0).size() == 1);
-  REQUIRE(hints_of(hints, 1).size() == 1);
-  CHECK(hints_of(hints, 2).empty());
-  CHECK(hints_of(hints, 3).empty());
-  CHECK(hints_of(hints, 0)[0].name == fragment_object_name(layout.pack_id, 0));
-  CHECK(hints_of(hints, 1)[0].name == fragment_object_name(layout.pack_id, 1));
-  // Two chunks apart: a hint each (the first from the object's start, with
-  // the header and checksum table; the second, further in, asks for those
-  // apart). An unknown chunk: none.
+  env.cold_packs.back()->TEST_wait_read_ahead();
+  CHECK(env.cold_packs.back()->windows_read_ahead() == 2);
+  CHECK(all_empty(take()));
+  for (MemoryVolume* v : env.mem) v->TEST_set_offline(true);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto got = cold->get(ids[i]);
+    REQUIRE_MESSAGE(got.ok(), got.status().ToString());
+    CHECK(std::equal(got->bytes.begin(), got->bytes.end(), chunks[i].begin(), chunks[i].end()));
+  }
+  for (MemoryVolume* v : env.mem) v->TEST_set_offline(false);
+  // Two chunks apart cover a third of the window each: each is hinted, not
+  // read (the first from the object's start, with the header and checksum
+  // table; the second, further in, asks for those apart). An unknown chunk:
+  // nothing.
   Sha256 unknown{};
   unknown[0] = 1;
-  cold->prefetch(std::vector<Sha256>{ids[0], unknown, ids[2]});
-  hints = take();
+  auto cold2 = env.cold_store();
+  cold2->prefetch(std::vector<Sha256>{ids[0], unknown, ids[2]});
+  env.cold_packs.back()->TEST_wait_read_ahead();
+  CHECK(env.cold_packs.back()->windows_read_ahead() == 0);
+  auto hints = take();
   REQUIRE(hints_of(hints, 0).size() == 3);
   CHECK(hints_of(hints, 0)[0].offset == 0);
   CHECK(hints_of(hints, 0)[1].offset == 0);
   CHECK(hints_of(hints, 0)[2].offset > 30000);
+  CHECK(hints_of(hints, 1).empty());
+  CHECK(hints_of(hints, 2).empty());  // parity is not read
+  CHECK(hints_of(hints, 3).empty());
   // Chunks in the chunk cache (decompressed ones) are not asked for.
   auto text = env.commit({text_bytes(50000, 4), text_bytes(50000, 5)});
   for (const Sha256& id : text) REQUIRE(env.store->get(id).ok());
   take();
+  const uint64_t windows_before = env.packs->windows_read_ahead();
   env.store->prefetch(text);
-  hints = take();
-  for (const auto& [uri, list] : hints) CHECK_MESSAGE(list.empty(), uri);
-  env.cold_store()->prefetch(text);
-  hints = take();
-  size_t asked = 0;
-  for (const auto& [uri, list] : hints) asked += list.size();
-  CHECK(asked >= 1);
+  env.packs->TEST_wait_read_ahead();
+  CHECK(all_empty(take()));
+  CHECK(env.packs->windows_read_ahead() == windows_before);
+  auto cold3 = env.cold_store();
+  cold3->prefetch(text);
+  env.cold_packs.back()->TEST_wait_read_ahead();
+  CHECK((!all_empty(take()) || env.cold_packs.back()->windows_read_ahead() > 0));
 }
 
 TEST_CASE("committed chunks read back, whole and in sub-ranges, raw and compressed") {

@@ -23,6 +23,7 @@
 #include "frugalfs/stripe.h"
 #include "stripe/fragment_format.h"
 #include "stripe/read_caches.h"
+#include "util/background_tasks.h"
 #include "util/parallel.h"
 
 namespace frugalfs {
@@ -83,6 +84,10 @@ constexpr size_t kTableCacheEntries = 4096;
 constexpr uint64_t kWindowBytes = uint64_t{1} << 20;
 // Windows kept (32 MiB): the windows a few sequential readers are in.
 constexpr size_t kWindowCacheEntries = 32;
+// Windows are read ahead on threads of their own, a few at a time: the reads
+// wait on the disk, not on a core. At most kReadAheadQueue wait their turn.
+constexpr size_t kReadAheadThreads = 8;
+constexpr size_t kReadAheadQueue = 64;
 constexpr int kMaxFragments = 32;
 constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
 
@@ -178,6 +183,7 @@ struct PackStore::State {
   stripe::ChecksumTableCache tables{kTableCacheEntries};
   stripe::VerifiedWindowCache windows{kWindowCacheEntries};
   std::atomic<uint64_t> degraded_reads{0};
+  std::atomic<uint64_t> windows_read_ahead{0};
   BufferPool buffers;  // fragment objects being built
 
   // Codes for other geometries (packs written before the stripe was widened).
@@ -224,6 +230,12 @@ struct PackStore::State {
                            const std::vector<uint32_t>& missing);
   Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
   Status verify(const PackLayout& layout, std::vector<std::string>* problems);
+  // Asks the volume to fetch payload bytes [begin, end) of fragment `index`
+  // (whole blocks), and the header and table before them unless cached.
+  void hint_blocks(const PackLayout& layout, int index, uint64_t begin, uint64_t end);
+
+  // Last: destroyed first, so no window load runs on a State being torn down.
+  BackgroundTasks read_ahead{kReadAheadThreads, kReadAheadQueue};
 };
 
 Result<const ErasureCode*> PackStore::State::code_for(const PackLayout& layout) {
@@ -772,31 +784,67 @@ Result<std::optional<PackStore::View>> PackStore::view(const PackLayout& layout,
   }
 }
 
-void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len) {
-  if (!check_layout(layout).ok() || offset >= layout.pack_len) return;
+void PackStore::State::hint_blocks(const PackLayout& layout, int index, uint64_t begin,
+                                   uint64_t end) {
+  const size_t i = static_cast<size_t>(index);
+  Volume* volume = volumes.get(layout.volumes[i]);
+  if (volume == nullptr) return;
+  const std::string name = fragment_object_name(layout.pack_id, index);
   const uint64_t bs = layout.block_size;
   const uint64_t payload = stripe::payload_offset(layout);
+  uint64_t from = payload + begin / bs * bs;
+  const uint64_t blocks_end = payload + std::min(round_up(end, bs), layout.fragment_len);
+  // The header and checksum table too, unless they are cached: in the same
+  // hint when the blocks start right after them.
+  if (!tables.get(layout.pack_id, index, layout.fragment_checksums[i])) {
+    if (begin < bs) {
+      from = 0;
+    } else {
+      volume->prefetch(name, 0, payload);
+    }
+  }
+  volume->prefetch(name, from, blocks_end - from);
+}
+
+void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len) {
+  if (!check_layout(layout).ok() || offset >= layout.pack_len) return;
+  auto code = state_->code_for(layout);
+  if (!code.ok()) return;
+  const uint64_t ws = window_bytes(layout);
+  std::shared_ptr<const PackLayout> shared;  // one copy for all the loads posted
+  State* state = state_.get();
   (void)for_each_fragment_range(layout, offset, std::min(len, layout.pack_len - offset),
                                 [&](int index, uint64_t begin, uint64_t end) {
-    const size_t i = static_cast<size_t>(index);
-    Volume* volume = state_->volumes.get(layout.volumes[i]);
-    if (volume == nullptr) return Status::Ok();
-    const std::string name = fragment_object_name(layout.pack_id, index);
-    uint64_t from = payload + begin / bs * bs;
-    const uint64_t blocks_end = payload + std::min(round_up(end, bs), layout.fragment_len);
-    // The header and checksum table too, unless they are cached: in the
-    // same hint when the blocks start right after them.
-    if (!state_->tables.get(layout.pack_id, index, layout.fragment_checksums[i])) {
-      if (begin < bs) {
-        from = 0;
+    const uint64_t checksum = layout.fragment_checksums[static_cast<size_t>(index)];
+    for (uint64_t w = begin / ws; w * ws < end; ++w) {
+      const uint64_t from = std::max(begin, w * ws);
+      const uint64_t to = std::min({end, w * ws + ws, layout.fragment_len});
+      const uint64_t window_len = std::min(ws, layout.fragment_len - w * ws);
+      // A window the range covers less than half of is not worth reading
+      // whole (chunks scattered over packs): only its blocks are hinted.
+      if (2 * (to - from) < window_len) {
+        state->hint_blocks(layout, index, from, to);
+        continue;
+      }
+      if (state->windows.cached_or_loading(layout.pack_id, index, checksum, w)) continue;
+      if (!shared) shared = std::make_shared<const PackLayout>(layout);
+      const bool posted = state->read_ahead.try_post([state, code = *code, shared, index, w] {
+        try {
+          (void)state->window(*shared, *code, index, w);  // a failure is the reader's to see
+        } catch (...) {
+        }
+      });
+      if (posted) {
+        state->windows_read_ahead.fetch_add(1, std::memory_order_relaxed);
       } else {
-        volume->prefetch(name, 0, payload);
+        state->hint_blocks(layout, index, from, to);
       }
     }
-    volume->prefetch(name, from, blocks_end - from);
     return Status::Ok();
   });
 }
+
+void PackStore::TEST_wait_read_ahead() { state_->read_ahead.TEST_wait_idle(); }
 
 Status PackStore::remove(const PackLayout& layout) {
   try {
@@ -831,6 +879,10 @@ Status PackStore::verify(const PackLayout& layout, std::vector<std::string>* pro
 
 uint64_t PackStore::degraded_reads() const {
   return state_->degraded_reads.load(std::memory_order_relaxed);
+}
+
+uint64_t PackStore::windows_read_ahead() const {
+  return state_->windows_read_ahead.load(std::memory_order_relaxed);
 }
 
 }  // namespace frugalfs

@@ -623,35 +623,50 @@ TEST_CASE("PackStore: a sequential reader takes its bytes in place from verified
   }
 }
 
-TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes") {
+TEST_CASE("PackStore::prefetch reads windows it covers mostly ahead, and hints smaller pieces") {
   std::mt19937_64 rng(22);
   CountingSet counting;
   const auto data = random_bytes(rng, 200000);
   const PackLayout layout = counting.write_pack(3, data);
-  const uint64_t fl = layout.fragment_len;
+  const uint64_t fl = layout.fragment_len;  // less than a window: a fragment is one window
   const uint64_t payload = stripe::payload_offset(layout);
   auto hints_of = [&](int index) { return counting.of(layout, index).take_prefetches(); };
-  // Bytes in both data fragments from their first blocks, checksum tables
-  // not cached: from each object's start (header and table) to the end of
-  // the blocks wanted.
+  auto in_place = [&](PackStore& store, uint64_t offset, size_t len) {
+    auto view = store.view(layout, offset, len, ReadPattern::kRandom);
+    REQUIRE(view.ok());
+    if (!*view) return false;
+    CHECK(std::equal((*view)->bytes.begin(), (*view)->bytes.end(), data.begin() + offset));
+    return true;
+  };
+  // Fragment 0 from byte 3000 on: its window is read, verified and cached in
+  // the background (header and table, then the payload), with no hint. Of
+  // fragment 1 only bytes [0, 3000): its first block is hinted, with the
+  // header and table before it (not cached).
   PackStore cold(counting.set, rs(2, 2), 4096);
   cold.prefetch(layout, 3000, fl);
-  auto h0 = hints_of(0), h1 = hints_of(1);
-  REQUIRE(h0.size() == 1);
+  cold.TEST_wait_read_ahead();
+  CHECK(counting.of(layout, 0).bytes_read == payload + fl);
+  CHECK(hints_of(0).empty());
+  auto h1 = hints_of(1);
   REQUIRE(h1.size() == 1);
-  CHECK(h0[0].name == fragment_object_name(3, 0));
-  CHECK(h0[0].offset == 0);
-  CHECK(h0[0].len == payload + fl);
   CHECK(h1[0].name == fragment_object_name(3, 1));
   CHECK(h1[0].offset == 0);
-  CHECK(h1[0].len == payload + 4096);  // block 0 holds bytes [0, 3000)
-  CHECK(hints_of(2).empty());          // parity is not read
+  CHECK(h1[0].len == payload + 4096);
+  CHECK(hints_of(2).empty());  // parity is not read
   CHECK(hints_of(3).empty());
+  CHECK(counting.of(layout, 1).bytes_read == 0);
+  // A random reader now finds fragment 0's bytes in place, without a read;
+  // fragment 1's are not cached.
+  const uint64_t before = counting.bytes_read();
+  CHECK(in_place(cold, 5000, 20000));
+  CHECK(in_place(cold, 0, 100));
+  CHECK_FALSE(in_place(cold, fl + 10, 100));
+  CHECK(counting.bytes_read() == before);
   // Far into a fragment whose table is not cached: the header and table, and
   // the blocks, in two hints (not all the payload between them).
   PackStore cold2(counting.set, rs(2, 2), 4096);
   cold2.prefetch(layout, 50000, 1);
-  h0 = hints_of(0);
+  auto h0 = hints_of(0);
   REQUIRE(h0.size() == 2);
   CHECK(h0[0].offset == 0);
   CHECK(h0[0].len == payload);
@@ -671,6 +686,60 @@ TEST_CASE("PackStore::prefetch hints the data fragments' bytes to their volumes"
   cold.prefetch(layout, 0, 100);
   CHECK(hints_of(0).empty());
   CHECK(hints_of(1).empty());
+}
+
+TEST_CASE("PackStore::prefetch rebuilds the windows of a lost fragment ahead; beyond repair it "
+          "leaves the error to the reader") {
+  std::mt19937_64 rng(23);
+  CountingSet counting;
+  const auto data = random_bytes(rng, 3 << 20);  // 1.5 MiB fragments: two windows each
+  const PackLayout layout = counting.write_pack(4, data);
+  const uint64_t fl = layout.fragment_len;
+  counting.of(layout, 0).offline = true;
+  {
+    PackStore reader(counting.set, rs(2, 2), 4096);
+    reader.prefetch(layout, 0, layout.pack_len);
+    reader.TEST_wait_read_ahead();
+    CHECK(reader.degraded_reads() > 0);
+    // Every window of both data fragments is cached: read in place, no reads.
+    const uint64_t before = counting.bytes_read();
+    const uint64_t degraded = reader.degraded_reads();
+    for (uint64_t offset : {uint64_t{0}, uint64_t{(1 << 20) + 7}, fl + 1, fl + (1 << 20)}) {
+      auto view = reader.view(layout, offset, 1000, ReadPattern::kRandom);
+      REQUIRE(view.ok());
+      REQUIRE(*view);
+      CHECK(std::equal((*view)->bytes.begin(), (*view)->bytes.end(), data.begin() + offset));
+    }
+    CHECK(counting.bytes_read() == before);
+    CHECK(reader.degraded_reads() == degraded);
+  }
+  // Two more fragments lost: nothing can be rebuilt. The read-ahead fails
+  // quietly and caches nothing; the reader gets the error.
+  counting.of(layout, 2).offline = true;
+  counting.of(layout, 3).offline = true;
+  PackStore reader(counting.set, rs(2, 2), 4096);
+  reader.prefetch(layout, 0, layout.pack_len);
+  reader.TEST_wait_read_ahead();
+  std::vector<uint8_t> out(1000);
+  Status s = reader.read(layout, 10, out, ReadPattern::kSequential);
+  CHECK(s.code() == EIO);
+  auto view = reader.view(layout, 10, 1000, ReadPattern::kRandom);
+  REQUIRE(view.ok());
+  CHECK_FALSE(*view);  // nothing was cached
+}
+
+TEST_CASE("PackStore: a store destroyed with windows still queued for read-ahead") {
+  std::mt19937_64 rng(24);
+  CountingSet counting;
+  std::vector<PackLayout> layouts;
+  for (uint64_t id = 1; id <= 8; ++id) layouts.push_back(counting.write_pack(id, random_bytes(rng, 4 << 20)));
+  for (int round = 0; round < 5; ++round) {
+    PackStore reader(counting.set, rs(2, 2), 4096);
+    for (const PackLayout& layout : layouts) reader.prefetch(layout, 0, layout.pack_len);
+  }  // each destructor drops the loads not started and waits for the others
+  PackStore reader(counting.set, rs(2, 2), 4096);
+  std::vector<uint8_t> out(4 << 20);
+  REQUIRE(reader.read(layouts[7], 0, out).ok());
 }
 
 TEST_CASE("PackStore survives the loss of any two volumes (offline or wiped)") {

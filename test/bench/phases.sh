@@ -18,7 +18,8 @@
 #   fio_randwrite 16384 random 4 KiB overwrites in a 256 MiB file (IOPS)
 # -o passes mount options (as frugalfs mount -o) to every mount.
 # Prints, per binary and phase, the median rate and the median CPU seconds
-# the daemon used in the phase (user + system), and the daemon's peak RSS.
+# the daemon used in the phase (user + system), then every run's rate, and
+# the daemon's peak RSS.
 set -euo pipefail
 
 SIZE_MIB=1024
@@ -142,7 +143,8 @@ printf '%-40s %-13s %8s %10s\n' binary phase "rate" "cpu s"
 echo "(rates: MB/s for the data phases, IOPS for fio, files/s for the trees, ops/s for the storm)"
 for bin in "${BINS[@]}"; do
   for p in "${PHASES[@]}"; do
-    printf '%-40s %-13s %8s %10s\n' "$bin" "$p" "$(echo "${MBS[$bin,$p]}" | median)" "$(echo "${CPU[$bin,$p]}" | median)"
+    printf '%-40s %-13s %8s %10s   runs: %s\n' "$bin" "$p" "$(echo "${MBS[$bin,$p]}" | median)" \
+      "$(echo "${CPU[$bin,$p]}" | median)" "${MBS[$bin,$p]}"
   done
   printf '%-40s %-13s %8s MiB (largest of the runs)\n' "$bin" "peak RSS" \
     "$(echo "${RSS[$bin]}" | tr ' ' '\n' | awk 'NF' | sort -n | tail -1)"
