@@ -121,7 +121,8 @@ class MemoryVolume : public Volume {
     std::string name;
     uint64_t offset = 0, len = 0;
   };
-  // The prefetch calls since the last take, in order.
+  // The prefetch calls since the last take, in order (at most the latest
+  // 4096).
   std::vector<PrefetchHint> TEST_take_prefetches();
   // Every later call fails with EIO while offline is set.
   void TEST_set_offline(bool offline);

@@ -14,6 +14,8 @@ namespace frugalfs {
 namespace {
 
 constexpr uint64_t kMemoryCapacity = uint64_t{1} << 40;  // 1 TiB
+// Prefetch hints kept for TEST_take_prefetches.
+constexpr size_t kKeptPrefetches = 4096;
 
 struct MemoryObject {
   std::vector<uint8_t> data;
@@ -125,6 +127,12 @@ Result<SpaceInfo> MemoryVolume::space() {
 
 void MemoryVolume::prefetch(std::string_view name, uint64_t offset, uint64_t len) {
   std::lock_guard lock(state_->mu);
+  // A long-lived volume (a filesystem test that reads ahead and never takes
+  // them) keeps only the latest.
+  if (state_->prefetches.size() >= kKeptPrefetches) {
+    state_->prefetches.erase(state_->prefetches.begin(),
+                             state_->prefetches.begin() + kKeptPrefetches / 2);
+  }
   state_->prefetches.push_back({std::string(name), offset, len});
 }
 

@@ -299,6 +299,25 @@ TEST_CASE("FileVolume: large objects from aligned buffers bypass the page cache 
   CHECK(count_temp_files(dir.path()) == 0);
 }
 
+TEST_CASE("MemoryVolume keeps the prefetch hints in order, only the latest when never taken") {
+  MemoryVolume v("mem://hints");
+  v.prefetch("a", 1, 2);
+  v.prefetch("b", 3, 4);
+  auto hints = v.TEST_take_prefetches();
+  REQUIRE(hints.size() == 2);
+  CHECK(hints[0].name == "a");
+  CHECK(hints[1].offset == 3);
+  CHECK(hints[1].len == 4);
+  CHECK(v.TEST_take_prefetches().empty());
+  for (uint64_t i = 0; i < 100000; ++i) v.prefetch("c", i, 1);
+  hints = v.TEST_take_prefetches();
+  CHECK(hints.size() <= 4096);
+  CHECK(hints.size() >= 2048);
+  REQUIRE(!hints.empty());
+  CHECK(hints.back().offset == 99999);
+  CHECK(hints.front().offset == 100000 - hints.size());  // the latest, in order
+}
+
 TEST_CASE("FileVolume: prefetch brings an object into the page cache; bad hints are ignored") {
   TempDir dir{"frugalfs-volume-test"};
   auto v = open_file_volume(dir.path());
