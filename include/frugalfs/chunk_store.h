@@ -66,6 +66,8 @@ class ChunkStore {
   // prefetch), a run of chunks that lie one after another in a pack as one
   // range. Never waits for the data; a chunk it cannot find is skipped.
   void prefetch(std::span<const Sha256> ids);
+  // Waits until the pack store's read-ahead is done (for tests).
+  void TEST_wait_read_ahead();
 
   // One more / one fewer extent names chunk `id`.
   Status add_ref(MetaStore::Txn& txn, const Sha256& id);

@@ -176,11 +176,13 @@ class FileSystem {
   Result<ReadView> read_view(uint64_t ino, uint64_t fh, uint64_t offset, std::span<uint8_t> buffer);
   // After a read through handle fh that read_view found going forward
   // (ending at `end`):
-  // asks the volumes to fetch the file's stored data up to kReadAheadBytes
-  // past it (in steps of half that), so that it is in memory when the next
-  // reads come. Never waits for the data; best effort.
+  // asks for the file's stored data up to kReadAheadBytes past it (in steps
+  // of half that; ChunkStore::prefetch), so that it is in memory when the
+  // next reads come. Never waits for the data; best effort.
   static constexpr uint64_t kReadAheadBytes = 8 << 20;
   void read_ahead(uint64_t ino, uint64_t fh, uint64_t end) noexcept;
+  // Waits until what read_ahead asked to be read is loaded (for tests).
+  void TEST_wait_read_ahead();
   // Writes all of data at offset (at the end of file for O_APPEND handles).
   Result<size_t> write(uint64_t ino, uint64_t fh, uint64_t offset, std::span<const uint8_t> data);
   Status flush(uint64_t ino, uint64_t fh);

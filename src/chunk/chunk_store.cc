@@ -239,6 +239,8 @@ Result<ChunkStore::Bytes> ChunkStore::get(const Sha256& id, ReadPattern pattern)
   return Bytes{std::move(data), bytes};
 }
 
+void ChunkStore::TEST_wait_read_ahead() { state_->packs.TEST_wait_read_ahead(); }
+
 void ChunkStore::prefetch(std::span<const Sha256> ids) {
   // Runs of chunks stored one after another in one pack (each after its
   // entry header) become one hint.

@@ -261,6 +261,8 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
   return view;
 }
 
+void FileSystem::TEST_wait_read_ahead() { state_->chunks->TEST_wait_read_ahead(); }
+
 void FileSystem::read_ahead(uint64_t ino, uint64_t fh, uint64_t end) noexcept try {
   State& s = *state_;
   InodeTable::Ptr state = s.inodes.find(ino);

@@ -671,17 +671,20 @@ TEST_CASE("read_view tells reads that go forward; read_ahead brings the next sto
   // chunk cache are not asked for: random reads put the chunks near 1 and
   // 12 MiB there, which is why no read above touched 14..22 MiB.)
   fx.fs->read_ahead(ino, c.fh, 14 << 20);
+  fx.fs->TEST_wait_read_ahead();  // windows read on threads of their own
   size_t cached = wait_for_cached(8 << 20);
   CHECK(cached >= (8 << 20));
   CHECK(cached < (9 << 20));
   // Nothing more while more than half of it is still ahead.
   REQUIRE(drop_all());
   fx.fs->read_ahead(ino, c.fh, 15 << 20);
+  fx.fs->TEST_wait_read_ahead();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(cached_bytes() == 0);
   // From 18 MiB, 4 MiB before what was asked for ends: from there to the end
   // of the file (22..24 MiB).
   fx.fs->read_ahead(ino, c.fh, 18 << 20);
+  fx.fs->TEST_wait_read_ahead();
   cached = wait_for_cached(2 << 20);
   CHECK(cached >= (2 << 20));
   CHECK(cached < (3 << 20));
@@ -691,6 +694,7 @@ TEST_CASE("read_view tells reads that go forward; read_ahead brings the next sto
   CHECK(!forward(6 << 20, 1000));
   REQUIRE(drop_all());
   fx.fs->read_ahead(ino, c.fh, 3 << 20);
+  fx.fs->TEST_wait_read_ahead();
   CHECK(wait_for_cached(7 << 20) >= (7 << 20));
   // The bytes read through the fetched fragments are the file's.
   CHECK(fx.read(ino, c.fh, 3 << 20, 10 << 20) ==

@@ -85,9 +85,11 @@ constexpr uint64_t kWindowBytes = uint64_t{1} << 20;
 // Windows kept (32 MiB): the windows a few sequential readers are in.
 constexpr size_t kWindowCacheEntries = 32;
 // Windows are read ahead on threads of their own, a few at a time: the reads
-// wait on the disk, not on a core. At most kReadAheadQueue wait their turn.
+// wait on the disk, not on a core. At most kReadAheadQueue wait their turn:
+// with those being read, half the window cache, so that windows read ahead
+// for one reader do not push out those read ahead for another before use.
 constexpr size_t kReadAheadThreads = 8;
-constexpr size_t kReadAheadQueue = 64;
+constexpr size_t kReadAheadQueue = kWindowCacheEntries / 2 - kReadAheadThreads;
 constexpr int kMaxFragments = 32;
 constexpr auto kDegradedLogInterval = std::chrono::seconds(60);
 

@@ -9,11 +9,13 @@ BackgroundTasks::BackgroundTasks(size_t threads, size_t max_queued)
     : max_threads_(threads), max_queued_(max_queued) {}
 
 BackgroundTasks::~BackgroundTasks() {
+  std::deque<std::function<void()>> dropped;  // their captures freed outside the lock
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    queue_.clear();
+    dropped.swap(queue_);
   }
+  dropped.clear();
   work_.notify_all();
   for (std::thread& t : threads_) t.join();
 }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -89,11 +90,14 @@ TEST_CASE("destroying background tasks drops the queued ones and waits for the r
   Gate gate;
   std::atomic<int> started{0};
   std::atomic<int> finished{0};
+  // Every task holds a copy of token: once the queued ones are dropped, only
+  // the running one's and this one are left. Then the running task may end.
+  auto token = std::make_shared<int>(0);
   std::thread opener;
   {
     BackgroundTasks tasks(1, 10);
     for (int i = 0; i < 4; ++i) {
-      REQUIRE(tasks.try_post([&] {
+      REQUIRE(tasks.try_post([&, token] {
         ++started;
         gate.wait();
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -101,12 +105,13 @@ TEST_CASE("destroying background tasks drops the queued ones and waits for the r
       }));
     }
     gate.await_waiters(1);
+    CHECK(token.use_count() == 5);
     opener = std::thread([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the destructor runs
+      while (token.use_count() > 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       gate.open();
     });
   }  // returns only after the running task finished
-  CHECK(finished == started);
-  CHECK(started < 4);  // the queued tasks were dropped (in practice all three)
+  CHECK(started == 1);
+  CHECK(finished == 1);
   opener.join();
 }
