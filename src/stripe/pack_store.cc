@@ -820,7 +820,7 @@ void PackStore::prefetch(const PackLayout& layout, uint64_t offset, uint64_t len
     const uint64_t checksum = layout.fragment_checksums[static_cast<size_t>(index)];
     for (uint64_t w = begin / ws; w * ws < end; ++w) {
       const uint64_t from = std::max(begin, w * ws);
-      const uint64_t to = std::min({end, w * ws + ws, layout.fragment_len});
+      const uint64_t to = std::min(end, w * ws + ws);  // end <= fragment_len
       const uint64_t window_len = std::min(ws, layout.fragment_len - w * ws);
       // A window the range covers less than half of is not worth reading
       // whole (chunks scattered over packs): only its blocks are hinted.

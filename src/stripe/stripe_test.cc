@@ -456,6 +456,7 @@ class CountingVolume : public Volume {
     return inner_.put(name, data);
   }
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override {
+    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (offline) return Errorf(EIO, "offline");
     auto n = inner_.read(name, offset, out);
     if (n.ok()) bytes_read += *n;
@@ -474,6 +475,7 @@ class CountingVolume : public Volume {
 
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<bool> offline{false};
+  std::atomic<bool> hold{false};  // reads wait while set
 
  private:
   MemoryVolume inner_;
@@ -726,6 +728,34 @@ TEST_CASE("PackStore::prefetch rebuilds the windows of a lost fragment ahead; be
   auto view = reader.view(layout, 10, 1000, ReadPattern::kRandom);
   REQUIRE(view.ok());
   CHECK_FALSE(*view);  // nothing was cached
+}
+
+TEST_CASE("PackStore::prefetch hints the windows that find the read-ahead queue full") {
+  std::mt19937_64 rng(25);
+  CountingSet counting;
+  const auto data = random_bytes(rng, 40 << 20);  // 20 MiB fragments: 20 windows each
+  const PackLayout layout = counting.write_pack(6, data);
+  const uint64_t payload = stripe::payload_offset(layout);
+  for (CountingVolume* v : counting.volumes) v->hold = true;  // loads wait in their reads
+  PackStore reader(counting.set, rs(2, 2), 4096);
+  reader.prefetch(layout, 0, layout.pack_len);
+  const uint64_t posted = reader.windows_read_ahead();
+  CHECK(posted >= 8);   // at least the queue's worth
+  CHECK(posted <= 16);  // at most the queue and the threads
+  // Every other window was hinted: one payload hint each (a header hint
+  // has exactly the header and table's length).
+  size_t window_hints = 0;
+  for (int index : {0, 1}) {
+    for (const auto& hint : counting.of(layout, index).take_prefetches()) {
+      if (hint.len > payload) ++window_hints;
+    }
+  }
+  CHECK(window_hints == 40 - posted);
+  for (CountingVolume* v : counting.volumes) v->hold = false;
+  reader.TEST_wait_read_ahead();
+  std::vector<uint8_t> out(1000);
+  REQUIRE(reader.read(layout, (20 << 20) + 5, out).ok());
+  CHECK(std::equal(out.begin(), out.end(), data.begin() + (20 << 20) + 5));
 }
 
 TEST_CASE("PackStore: a store destroyed with windows still queued for read-ahead") {
