@@ -13,12 +13,19 @@ namespace frugalfs::fuse {
 
 namespace {
 
-// Page-cache policy for a new handle: no direct I/O, and the kernel drops its
-// cached pages on open (keep_cache 0), since we do not track changes to a
-// file between opens.
+// Page-cache policy for a new handle: no direct I/O, and the kernel keeps the
+// file's cached pages from earlier opens (keep_cache 1), so a re-read comes
+// from memory. That is safe because a file's bytes change only through this
+// mount, and the kernel updates or drops its pages on each such change:
+// writes go through the page cache to us (a failed write's pages are
+// dropped), truncates and O_TRUNC opens cut the cached pages, and inode
+// numbers are never reused while mounted, so a new file under an old name is
+// a new kernel inode. test/integration/page_cache.sh checks each case. (The
+// daemon never changes a file's bytes on its own, and fsck and recover run
+// only while it is unmounted.)
 void set_handle(struct fuse_file_info* fi, uint64_t fh) {
   fi->fh = fh;
-  fi->keep_cache = 0;
+  fi->keep_cache = 1;
   fi->direct_io = 0;
 }
 

@@ -6,8 +6,12 @@
 //       FILE, so a reference copy and a copy in the mount must stay equal.
 //   io_tool rename exchange|noreplace OLD NEW
 //       renameat2(2) with RENAME_EXCHANGE or RENAME_NOREPLACE.
+//   io_tool cached FILE
+//       prints how many of FILE's pages are in the kernel's page cache, and
+//       how many pages it has: "RESIDENT TOTAL" (mincore(2) on a fresh open).
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,7 +28,8 @@ namespace {
 int usage() {
   fprintf(stderr,
           "usage: io_tool overwrite SEED COUNT MAX_LEN FILE...\n"
-          "       io_tool rename exchange|noreplace OLD NEW\n");
+          "       io_tool rename exchange|noreplace OLD NEW\n"
+          "       io_tool cached FILE\n");
   return 2;
 }
 
@@ -83,6 +88,36 @@ int rename2(int argc, char** argv) {
   return 0;
 }
 
+int cached(int argc, char** argv) {
+  if (argc != 3) return usage();
+  const int fd = open(argv[2], O_RDONLY);
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    fprintf(stderr, "io_tool: %s: %s\n", argv[2], strerror(errno));
+    return 1;
+  }
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t pages = (static_cast<size_t>(st.st_size) + page - 1) / page;
+  size_t resident = 0;
+  if (pages > 0) {
+    void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+      fprintf(stderr, "io_tool: mmap %s: %s\n", argv[2], strerror(errno));
+      return 1;
+    }
+    std::vector<unsigned char> vec(pages);
+    if (mincore(map, static_cast<size_t>(st.st_size), vec.data()) != 0) {
+      fprintf(stderr, "io_tool: mincore %s: %s\n", argv[2], strerror(errno));
+      return 1;
+    }
+    for (unsigned char v : vec) resident += v & 1;
+    munmap(map, static_cast<size_t>(st.st_size));
+  }
+  close(fd);
+  printf("%zu %zu\n", resident, pages);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,5 +125,6 @@ int main(int argc, char** argv) {
   std::string_view command = argv[1];
   if (command == "overwrite") return overwrite(argc, argv);
   if (command == "rename") return rename2(argc, argv);
+  if (command == "cached") return cached(argc, argv);
   return usage();
 }
