@@ -10,6 +10,7 @@
 #   write_random  SIZE MiB of unique random data, fsync at the end
 #   write_dup     the same data again under another name
 #   read_cold     the first file after a remount and drop_caches
+#   read_warm     the same file again, at once (what caches keep)
 # and with --meta, on a fresh filesystem, as run.sh does them:
 #   cp_tree       cp -a of /usr/include and /usr/share/doc (files/s)
 #   rm_tree       rm -rf of that copy, after a sync (files/s)
@@ -27,7 +28,7 @@ RUNS=3
 META=0
 FIO=0
 MOUNT_OPTIONS=()
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -104,6 +105,7 @@ run_once() {
   sync; echo 3 > /proc/sys/vm/drop_caches
   "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
   phase read_cold "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
+  phase read_warm "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
   RSS[$bin]+="$(peak_rss) "
   unmount
   if [ "$FIO" = 1 ]; then
@@ -136,7 +138,7 @@ done
 
 median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "medians of $RUNS runs, $SIZE_MIB MiB, $(nproc) cores"
-PHASES=(write_random write_dup read_cold)
+PHASES=(write_random write_dup read_cold read_warm)
 [ "$FIO" = 1 ] && PHASES+=(fio_randwrite)
 [ "$META" = 1 ] && PHASES+=(cp_tree rm_tree meta_storm)
 printf '%-40s %-13s %8s %10s\n' binary phase "rate" "cpu s"
