@@ -185,7 +185,6 @@ class FileSystem {
   void TEST_wait_read_ahead();
   // Writes all of data at offset (at the end of file for O_APPEND handles).
   Result<size_t> write(uint64_t ino, uint64_t fh, uint64_t offset, std::span<const uint8_t> data);
-  Status flush(uint64_t ino, uint64_t fh);
   Status release(uint64_t ino, uint64_t fh);
   // Returns once the file's data and metadata are durable.
   Status fsync(uint64_t ino, bool datasync);

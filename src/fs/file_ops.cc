@@ -329,12 +329,6 @@ Result<size_t> FileSystem::write(uint64_t ino, uint64_t fh, uint64_t offset,
   return data.size();
 }
 
-Status FileSystem::flush(uint64_t ino, uint64_t fh) {
-  (void)ino;
-  (void)fh;
-  return Status::Ok();  // close() does not imply durability (see fsync)
-}
-
 Status FileSystem::release(uint64_t ino, uint64_t fh) {
   State& s = *state_;
   {

@@ -451,7 +451,6 @@ TEST_CASE("create, write and read: unflushed, flushed, after reopen") {
   CHECK(fx.read(ino, c->fh, 0, data.size()) == data);
   REQUIRE(fx.fs->fsync(ino, false).ok());
   CHECK(fx.read(ino, c->fh, 0, data.size()) == data);
-  REQUIRE(fx.fs->flush(ino, c->fh).ok());
   REQUIRE(fx.fs->release(ino, c->fh).ok());
   fx.fs->forget(ino, 1);
 

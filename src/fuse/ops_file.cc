@@ -1,5 +1,5 @@
 // Open files: open/create hand out the fs's file handle in fi->fh; read,
-// write, flush, release and fsync pass it back.
+// write, release and fsync pass it back.
 #include <sys/uio.h>
 
 #include <cstring>
@@ -110,10 +110,6 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     if (!n.ok()) return reply_status(req, n.status());
     fuse_reply_write(req, *n);
   });
-}
-
-void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  guarded(req, "flush", [&] { reply_status(req, fs_of(req).flush(ino, fi->fh)); });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
