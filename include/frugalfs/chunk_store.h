@@ -87,7 +87,8 @@ class ChunkStore {
     // Writes the last, partly filled pack. A non-empty manifest (bytes the
     // caller defines, describing what this writer's chunks were written for;
     // see FlushManifest) is stored as the last entry of that pack, in a pack
-    // of its own when no chunk is left to write.
+    // of its own when no chunk is left to write. Returns once every pack of
+    // the writer is durable (one sync of the volumes for all of them).
     Status finish(std::span<const uint8_t> manifest = {});
     // Puts the records of the new chunks and packs into txn (after finish()).
     Status stage(MetaStore::Txn& txn);

@@ -102,12 +102,25 @@ class PackStore {
   int k() const;
   int m() const;
 
+  // When a written pack is durable: on return, or once sync() returns ok
+  // (for a writer of many packs that commits them together: one sync of
+  // each volume instead of two fsyncs per fragment).
+  enum class Durability { kNow, kAtSync };
+
   // Encodes the pack, writes its k+m fragments in parallel to distinct
-  // volumes and returns once they are durable. When fewer than k+m volumes are
-  // online the pack is written degraded (the missing fragments are placed on
-  // offline volumes and repaired later) as long as at least k fragments are
-  // durable; otherwise the fragments written are removed and EIO returned.
-  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
+  // volumes and returns once they are durable (or, kAtSync, written). When
+  // fewer than k+m volumes are online the pack is written degraded (the
+  // missing fragments are placed on offline volumes and repaired later) as
+  // long as at least k fragments are written; otherwise the fragments
+  // written are removed and EIO returned.
+  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack,
+                           Durability durability = Durability::kNow);
+
+  // Makes durable the fragments of every pack written kAtSync before this
+  // call: syncs, in parallel, each volume that took one since the last sync.
+  // A volume whose sync fails is kept out of writes for a while and the error
+  // returned: packs with fragments on it may have lost them.
+  Status sync();
 
   // Reads out.size() bytes at offset of the pack. Fragment ranges that are
   // missing, unreadable or fail their checksum are rebuilt on the fly from the

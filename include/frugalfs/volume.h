@@ -56,6 +56,20 @@ class Volume {
   // copy through the page cache (see FileVolume).
   virtual Status put(std::string_view name, std::span<const uint8_t> data) = 0;
 
+  // Like put, except that the object is durable only once a sync() that
+  // started after this put returned has returned ok; a crash before that may
+  // lose the object or leave it torn (never under another name). It can be
+  // read, listed and removed at once. For a writer that puts many objects and
+  // then commits them together: one sync instead of an fsync or two per
+  // object.
+  virtual Status put_deferred(std::string_view name, std::span<const uint8_t> data) {
+    return put(name, data);
+  }
+
+  // Makes durable every object that put_deferred stored before this call.
+  // An error means some of them may be lost.
+  virtual Status sync() { return Status::Ok(); }
+
   // Reads up to out.size() bytes at offset into out and returns how many were
   // read (fewer only at the end of the object). ENOENT if there is no object.
   virtual Result<size_t> read(std::string_view name, uint64_t offset,
@@ -108,6 +122,9 @@ class MemoryVolume : public Volume {
 
   std::string uri() const override;
   Status put(std::string_view name, std::span<const uint8_t> data) override;
+  // Remembers the object as not yet durable, until the next sync.
+  Status put_deferred(std::string_view name, std::span<const uint8_t> data) override;
+  Status sync() override;
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
   Status remove(std::string_view name) override;
   Result<ObjectInfo> stat(std::string_view name) override;
@@ -130,6 +147,13 @@ class MemoryVolume : public Volume {
   void TEST_corrupt(std::string_view name, uint64_t offset);
   // Removes every object, as if the disk were replaced.
   void TEST_wipe();
+  // Removes the objects put_deferred stored since the last sync, as a power
+  // loss may; returns how many.
+  size_t TEST_power_loss();
+  // Every later sync fails with this status (ok again: they succeed).
+  void TEST_set_sync_error(Status error);
+  // Syncs that returned ok.
+  uint64_t TEST_sync_count() const;
   size_t TEST_object_count() const;
   uint64_t TEST_total_bytes() const;
 

@@ -346,6 +346,8 @@ struct ChunkStore::PackWriter::State {
   Status complete_oldest();
   // Waits for every pack write; the first error, if any.
   Status drain();
+  // Seals the open pack, waits for every pack write and makes them durable.
+  Status make_durable();
 
   struct InFlight {
     uint64_t pack_id = 0;
@@ -377,7 +379,8 @@ Status ChunkStore::PackWriter::State::append(const PackEntry& entry,
 
 // Sealing hands the pack to a background write, so that chunking, hashing
 // and compressing the next pack overlap the volumes' I/O; at most
-// kPacksInFlight packs are being written at once.
+// kPacksInFlight packs are being written at once. The packs become durable
+// together, at the end (make_durable), before any record names them.
 Status ChunkStore::PackWriter::State::seal() {
   if (open_pack.empty()) return Status::Ok();
   FRUGAL_ASSIGN_OR_RETURN(uint64_t pack_id, store.meta.allocate_pack_id());
@@ -391,8 +394,9 @@ Status ChunkStore::PackWriter::State::seal() {
   open_entries.clear();
   PackStore* packs = &store.packs;
   std::span<const uint8_t> bytes = pack.bytes;  // the heap buffer moves with the vector
-  pack.done = std::async(std::launch::async,
-                         [packs, pack_id, bytes] { return packs->write(pack_id, bytes); });
+  pack.done = std::async(std::launch::async, [packs, pack_id, bytes] {
+    return packs->write(pack_id, bytes, PackStore::Durability::kAtSync);
+  });
   in_flight.push_back(std::move(pack));
   if (in_flight.size() > kPacksInFlight) return complete_oldest();
   return Status::Ok();
@@ -435,6 +439,14 @@ Status ChunkStore::PackWriter::State::drain() {
     if (first.ok() && !s.ok()) first = s;
   }
   return first;
+}
+
+Status ChunkStore::PackWriter::State::make_durable() {
+  Status sealed = seal();
+  Status drained = drain();  // always: no write may outlive the writer
+  FRUGAL_TRY(sealed);
+  FRUGAL_TRY(drained);
+  return store.packs.sync();
 }
 
 ChunkStore::PackWriter::PackWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -545,10 +557,7 @@ Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
       return appended;
     }
   }
-  Status sealed = state_->seal();
-  Status drained = state_->drain();  // always: no write may outlive the writer
-  FRUGAL_TRY(sealed);
-  FRUGAL_TRY(drained);
+  FRUGAL_TRY(state_->make_durable());
   state_->finished = true;
   return Status::Ok();
 }
@@ -630,10 +639,7 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
     }
     FRUGAL_TRY(writer.append(e, stored));
   }
-  Status sealed = writer.seal();
-  Status drained = writer.drain();
-  FRUGAL_TRY(sealed);
-  FRUGAL_TRY(drained);
+  FRUGAL_TRY(writer.make_durable());
 
   {
     auto txn = meta.begin();

@@ -562,6 +562,33 @@ TEST_CASE("full packs are sealed at pack_size and every chunk reads back") {
   CHECK(env.objects() == 12);
 }
 
+TEST_CASE("a writer's packs are durable when finish returns, with one sync of each volume; a "
+          "failed sync fails finish") {
+  Env env(256 << 10);
+  std::mt19937_64 rng(16);
+  std::vector<std::vector<uint8_t>> chunks;
+  for (int i = 0; i < 12; ++i) chunks.push_back(random_bytes(rng, 60000 + i));
+  auto ids = env.commit(chunks);
+  REQUIRE(env.pack_records().size() == 3);
+  size_t lost = 0;
+  uint64_t syncs = 0;
+  for (MemoryVolume* v : env.mem) {
+    lost += v->TEST_power_loss();
+    syncs += v->TEST_sync_count();
+  }
+  CHECK(lost == 0);
+  CHECK(syncs == 4);  // not one per pack
+  auto cold = env.cold_store();
+  for (size_t i = 0; i < chunks.size(); ++i) check_read(*cold, ids[i], chunks[i]);
+
+  env.mem[2]->TEST_set_sync_error(Errorf(EIO, "mem://vol2: sync: injected"));
+  auto writer = env.store->new_writer();
+  REQUIRE(writer->add(random_bytes(rng, 50000)).ok());
+  Status finished = writer->finish();
+  CHECK(finished.code() == EIO);
+  CHECK(finished.message().find("injected") != std::string::npos);
+}
+
 TEST_CASE("a chunk whose record prefetch kept, moved since by a compaction, reads from its new "
           "place") {
   Env env(1 << 20, 0);
@@ -658,6 +685,10 @@ TEST_CASE("compaction moves the live chunks of a mostly dead pack") {
   CHECK(fresh.live_bytes == live_footprint);
   CHECK(fresh.total_bytes == live_footprint);
   CHECK(env.objects() == 8);  // the old pack is retired, not yet removed
+  // The new pack was durable before the records moved to it.
+  size_t lost = 0;
+  for (MemoryVolume* v : env.mem) lost += v->TEST_power_loss();
+  CHECK(lost == 0);
   CHECK(env.release_retired() == 1);
   CHECK(env.objects() == 4);  // the old fragments are gone
   CHECK(env.chunk_count() == 25);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 
 #include "frugalfs/hash.h"
 #include "frugalfs/stripe.h"
@@ -192,6 +193,10 @@ struct PackStore::State {
   std::mutex codes_mu;
   std::map<std::pair<int, int>, std::unique_ptr<ErasureCode>> other_codes;
 
+  // Volumes that took a fragment written kAtSync since their last sync.
+  std::mutex unsynced_mu;
+  std::set<uint32_t> unsynced;
+
   std::mutex log_mu;
   bool logged_degraded = false;
   std::chrono::steady_clock::time_point last_degraded_log{};
@@ -230,7 +235,7 @@ struct PackStore::State {
                              ReadPattern pattern);
   void note_degraded_write(uint64_t pack_id, int durable, int total,
                            const std::vector<uint32_t>& missing);
-  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack);
+  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack, Durability durability);
   Status verify(const PackLayout& layout, std::vector<std::string>* problems);
   // Asks the volume to fetch payload bytes [begin, end) of fragment `index`
   // (whole blocks), and the header and table before them unless cached.
@@ -452,7 +457,8 @@ void PackStore::State::note_degraded_write(uint64_t pack_id, int durable, int to
   degraded_writes_unlogged = 0;
 }
 
-Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uint8_t> pack) {
+Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uint8_t> pack,
+                                           Durability durability) {
   const int k = code->data_fragments();
   const int m = code->parity_fragments();
   const size_t n = static_cast<size_t>(k + m);
@@ -522,10 +528,19 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
   layout.fragment_checksums.resize(n);
   auto put_fragment = [&](size_t i) {
     Volume* volume = volumes.get(layout.volumes[i]);
-    put_status[i] = volume == nullptr
-                        ? Errorf(EIO, "volume {} offline", volumes.uri(layout.volumes[i]))
-                        : volume->put(fragment_object_name(pack_id, static_cast<int>(i)),
-                                      {objects[i].bytes.get(), object_size});
+    const std::string name = fragment_object_name(pack_id, static_cast<int>(i));
+    const std::span<const uint8_t> bytes(objects[i].bytes.get(), object_size);
+    if (volume == nullptr) {
+      put_status[i] = Errorf(EIO, "volume {} offline", volumes.uri(layout.volumes[i]));
+    } else if (durability == Durability::kNow) {
+      put_status[i] = volume->put(name, bytes);
+    } else {
+      put_status[i] = volume->put_deferred(name, bytes);
+      if (put_status[i].ok()) {
+        std::lock_guard lock(unsynced_mu);
+        unsynced.insert(layout.volumes[i]);
+      }
+    }
     written[i] = put_status[i].ok();
   };
   parallel_for(n, n, [&](size_t i) {  // a thread per fragment: puts wait on I/O
@@ -723,14 +738,50 @@ PackStore::~PackStore() = default;
 int PackStore::k() const { return state_->code->data_fragments(); }
 int PackStore::m() const { return state_->code->parity_fragments(); }
 
-Result<PackLayout> PackStore::write(uint64_t pack_id, std::span<const uint8_t> pack) {
+Result<PackLayout> PackStore::write(uint64_t pack_id, std::span<const uint8_t> pack,
+                                    Durability durability) {
   try {
-    return state_->write(pack_id, pack);
+    return state_->write(pack_id, pack, durability);
   } catch (const std::bad_alloc&) {
     return Errorf(ENOMEM, "pack {:016x}: out of memory writing {} bytes", pack_id, pack.size());
   } catch (const std::exception& e) {
     return Errorf(EIO, "pack {:016x}: write failed: {}", pack_id, e.what());
   }
+}
+
+Status PackStore::sync() {
+  State& s = *state_;
+  std::vector<uint32_t> ids;
+  {
+    std::lock_guard lock(s.unsynced_mu);
+    ids.assign(s.unsynced.begin(), s.unsynced.end());
+    s.unsynced.clear();
+  }
+  std::vector<Status> synced(ids.size());
+  try {
+    parallel_for(ids.size(), ids.size(), [&](size_t i) {  // a thread per volume: syncs wait on I/O
+      Volume* volume = s.volumes.get(ids[i]);
+      synced[i] = volume == nullptr ? Errorf(EIO, "volume {} went offline before its fragments were "
+                                                  "synced", s.volumes.uri(ids[i]))
+                                    : volume->sync();
+    });
+  } catch (const std::exception& e) {
+    return Errorf(ENOMEM, "syncing volumes: {}", e.what());
+  }
+  // A failed volume stays listed: another writer's fragments may be on it
+  // too, and its next sync must report the failure again (FileVolume's is
+  // sticky) rather than find nothing to sync.
+  Status first;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (synced[i].ok()) continue;
+    s.volumes.avoid_for_writes(ids[i], synced[i]);
+    {
+      std::lock_guard lock(s.unsynced_mu);
+      s.unsynced.insert(ids[i]);
+    }
+    if (first.ok()) first = synced[i];
+  }
+  return first;
 }
 
 Status PackStore::read(const PackLayout& layout, uint64_t offset, std::span<uint8_t> out,

@@ -982,6 +982,68 @@ TEST_CASE("PackStore: failed puts move to a spare volume when there is one") {
   check_reads(*c.store, *layout, data, rng, 5);
 }
 
+TEST_CASE("PackStore: packs written kAtSync are durable once sync returns, and only then") {
+  std::mt19937_64 rng(13);
+  Cluster c(5, 2, 2);
+  const auto a = random_bytes(rng, 30000);
+  const auto b = random_bytes(rng, 20000);
+  auto deferred = c.store->write(1, a, PackStore::Durability::kAtSync);
+  REQUIRE(deferred.ok());
+  check_reads(*c.store, *deferred, a, rng, 3);  // readable before the sync
+  auto now = c.store->write(2, b);
+  REQUIRE(now.ok());
+  // sync syncs the volumes that took a deferred fragment, each once.
+  REQUIRE(c.store->sync().ok());
+  for (uint32_t id = 100; id < 105; ++id) {
+    const bool took = std::find(deferred->volumes.begin(), deferred->volumes.end(), id) !=
+                      deferred->volumes.end();
+    CHECK_MESSAGE(c.mem[id]->TEST_sync_count() == (took ? 1u : 0u), id);
+  }
+  REQUIRE(c.store->sync().ok());  // nothing left to sync
+  uint64_t syncs = 0;
+  for (uint32_t id = 100; id < 105; ++id) syncs += c.mem[id]->TEST_sync_count();
+  CHECK(syncs == 4);
+
+  // A power loss now keeps both packs; one after a deferred write without
+  // its sync loses that pack's fragments, and only them.
+  auto lost = c.store->write(3, a, PackStore::Durability::kAtSync);
+  REQUIRE(lost.ok());
+  size_t dropped = 0;
+  for (uint32_t id = 100; id < 105; ++id) dropped += c.mem[id]->TEST_power_loss();
+  CHECK(dropped == 4);
+  auto cold = c.fresh_store(2, 2);
+  check_reads(*cold, *deferred, a, rng, 3);
+  check_reads(*cold, *now, b, rng, 3);
+  std::vector<uint8_t> out(100);
+  CHECK(cold->read(*lost, 0, out).code() == EIO);
+}
+
+TEST_CASE("PackStore: a volume whose sync fails is reported and kept out of writes") {
+  std::mt19937_64 rng(14);
+  Cluster c(5, 2, 2);
+  const auto a = random_bytes(rng, 30000);
+  auto layout = c.store->write(1, a, PackStore::Durability::kAtSync);
+  REQUIRE(layout.ok());
+  const uint32_t failing = layout->volumes[1];
+  c.mem[failing]->TEST_set_sync_error(Errorf(EIO, "mem://{}: sync: injected", failing));
+  Status synced = c.store->sync();
+  CHECK(synced.code() == EIO);
+  CHECK(synced.message().find("injected") != std::string::npos);
+  auto chosen = c.set.choose(5);
+  CHECK(chosen.size() == 4);
+  CHECK(std::find(chosen.begin(), chosen.end(), failing) == chosen.end());
+  // The failing volume stays to be synced: a second writer whose fragments
+  // went there too hears of the failure as well.
+  CHECK(c.store->sync().code() == EIO);
+  // Once it syncs again, the next pack goes to the other four, which sync.
+  c.mem[failing]->TEST_set_sync_error(Status::Ok());
+  auto next = c.store->write(2, a, PackStore::Durability::kAtSync);
+  REQUIRE(next.ok());
+  CHECK(std::find(next->volumes.begin(), next->volumes.end(), failing) == next->volumes.end());
+  CHECK(c.store->sync().ok());
+  CHECK(c.store->sync().ok());
+}
+
 TEST_CASE("PackStore::verify reports each problem with pack, fragment and volume") {
   std::mt19937_64 rng(12);
   Cluster c(4, 2, 2);

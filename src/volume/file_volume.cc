@@ -85,6 +85,7 @@ int FileIo::close(int fd) { return ::close(fd); }
 int FileIo::rename(const char* from, const char* to) { return ::rename(from, to); }
 int FileIo::unlink(const char* path) { return ::unlink(path); }
 int FileIo::mkdir(const char* path, mode_t mode) { return ::mkdir(path, mode); }
+int FileIo::syncfs(int fd) { return ::syncfs(fd); }
 
 FileIo& FileIo::system() {
   static FileIo io;
@@ -92,7 +93,13 @@ FileIo& FileIo::system() {
 }
 
 FileVolume::FileVolume(std::string root, std::string uri, FileIo& io)
-    : root_(std::move(root)), uri_(std::move(uri)), io_(io) {}
+    : root_(std::move(root)), uri_(std::move(uri)), io_(io) {
+  root_fd_ = open_noeintr(io_, root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+FileVolume::~FileVolume() {
+  if (root_fd_ >= 0) io_.close(root_fd_);
+}
 
 int FileVolume::fsync_dir(const std::string& dir) {
   int fd = open_noeintr(io_, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -174,6 +181,32 @@ int FileVolume::write_object(int fd, std::span<const uint8_t> data) {
 }
 
 Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
+  return put_object(name, data, true);
+}
+
+Status FileVolume::put_deferred(std::string_view name, std::span<const uint8_t> data) {
+  return put_object(name, data, false);
+}
+
+// One syncfs instead of an fsync of every file and directory: on a
+// journaling filesystem the first fsync commits the journal for all of them
+// and each later one still flushes the device's cache. A failed sync is
+// sticky: syncfs reports a writeback error once, and the objects it concerns
+// may belong to any writer of this volume, so every later sync fails too
+// until the volume is opened again (the pack store then keeps it out of
+// writes: see PackStore::sync).
+Status FileVolume::sync() {
+  std::lock_guard lock(sync_mu_);
+  if (!sync_failure_.ok()) return sync_failure_;
+  if (root_fd_ < 0) {
+    sync_failure_ = Errorf(EIO, "{}: sync: the volume's directory {} could not be opened", uri_, root_);
+  } else if (io_.syncfs(root_fd_) != 0) {
+    sync_failure_ = Errorf(errno, "{}: sync (syncfs) failed; objects written since the last sync may be lost", uri_);
+  }
+  return sync_failure_;
+}
+
+Status FileVolume::put_object(std::string_view name, std::span<const uint8_t> data, bool durable) {
   if (!valid_object_name(name))
     return Errorf(EINVAL, "{}: put: invalid object name '{}'", uri_, name);
   const std::string dir = object_dir(name);
@@ -201,13 +234,14 @@ Status FileVolume::put(std::string_view name, std::span<const uint8_t> data) {
     return Errorf(err, "{}: put {}: {}", uri_, name, what);
   };
   if (int err = write_object(fd, data); err != 0) return fail(err, "write");
-  if (io_.fsync(fd) != 0) return fail(errno, "fsync");
+  if (durable && io_.fsync(fd) != 0) return fail(errno, "fsync");
   int close_rc = io_.close(fd);
   fd = -1;
   if (close_rc != 0 && errno != EINTR) return fail(errno, "close");
   const std::string path = fmt::format("{}/{}", dir, name);
   if (io_.rename(tmp.c_str(), path.c_str()) != 0) return fail(errno, "rename into place");
   forget_fd(name);  // a descriptor of the file it replaced
+  if (!durable) return Status::Ok();
   // The object is in place; without this fsync the rename could be lost.
   if (int err = fsync_dir(dir); err != 0) {
     return Errorf(err, "{}: put {}: fsync directory {}", uri_, name, dir);

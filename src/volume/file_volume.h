@@ -35,6 +35,7 @@ class FileIo {
   virtual int rename(const char* from, const char* to);
   virtual int unlink(const char* path);
   virtual int mkdir(const char* path, mode_t mode);
+  virtual int syncfs(int fd);
   // The real system calls.
   static FileIo& system();
 };
@@ -44,9 +45,18 @@ class FileVolume : public Volume {
   // root is an absolute path to an existing directory; uri its canonical URI.
   // io must outlive the volume.
   FileVolume(std::string root, std::string uri, FileIo& io = FileIo::system());
+  ~FileVolume() override;
+  FileVolume(const FileVolume&) = delete;
+  FileVolume& operator=(const FileVolume&) = delete;
 
   std::string uri() const override { return uri_; }
   Status put(std::string_view name, std::span<const uint8_t> data) override;
+  // Writes and renames into place as put does, without the fsyncs.
+  Status put_deferred(std::string_view name, std::span<const uint8_t> data) override;
+  // syncfs(2) of the volume's filesystem: one journal commit and one cache
+  // flush for everything written since (other files on that filesystem
+  // included). Its errors are those of writeback since the last sync.
+  Status sync() override;
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
   // Asks the kernel to read the range into the page cache (WILLNEED).
   void prefetch(std::string_view name, uint64_t offset, uint64_t len) override;
@@ -78,6 +88,8 @@ class FileVolume : public Volume {
   // Creates objects/ and objects/XX as needed, fsyncing each parent whose
   // entries may have changed.
   Status make_object_dir(std::string_view name);
+  // put and put_deferred: the fsyncs only when durable.
+  Status put_object(std::string_view name, std::span<const uint8_t> data, bool durable);
 
   // Writes data to the new file fd (see put). Returns 0 or an errno value.
   int write_object(int fd, std::span<const uint8_t> data);
@@ -113,6 +125,11 @@ class FileVolume : public Volume {
   const std::string root_;
   const std::string uri_;
   FileIo& io_;
+  // The root, open from the start so that syncfs reports every writeback
+  // error since (-1 if it could not be opened: sync then fails).
+  int root_fd_ = -1;
+  std::mutex sync_mu_;
+  Status sync_failure_;  // sticky: objects put before a failed sync may be lost
   std::mutex fds_mu_;
   std::list<std::pair<std::string, std::shared_ptr<const ReadFd>>> fds_;  // most recent first
   uint64_t fds_generation_ = 0;  // bumped by every forget_fd

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct MemoryVolume::State {
   std::map<std::string, MemoryObject, std::less<>> objects;  // guarded by mu
   uint64_t bytes = 0;                                        // guarded by mu
   std::vector<PrefetchHint> prefetches;                      // guarded by mu
+  std::set<std::string, std::less<>> unsynced;               // guarded by mu
+  Status sync_error;                                         // guarded by mu
+  uint64_t syncs = 0;                                        // guarded by mu
 
   // Requires mu. The error every call returns while the volume is offline.
   Status check(std::string_view op, std::string_view name) const {
@@ -64,7 +68,47 @@ Status MemoryVolume::put(std::string_view name, std::span<const uint8_t> data) {
     it->second = std::move(obj);
   }
   state_->bytes = state_->bytes - old_size + data.size();
+  if (auto u = state_->unsynced.find(name); u != state_->unsynced.end()) state_->unsynced.erase(u);
   return Status::Ok();
+}
+
+Status MemoryVolume::put_deferred(std::string_view name, std::span<const uint8_t> data) {
+  FRUGAL_TRY(put(name, data));
+  std::lock_guard lock(state_->mu);
+  state_->unsynced.emplace(name);
+  return Status::Ok();
+}
+
+Status MemoryVolume::sync() {
+  std::lock_guard lock(state_->mu);
+  if (state_->offline) return Errorf(EIO, "{}: sync: volume is offline", state_->uri);
+  if (!state_->sync_error.ok()) return state_->sync_error;
+  state_->unsynced.clear();
+  ++state_->syncs;
+  return Status::Ok();
+}
+
+size_t MemoryVolume::TEST_power_loss() {
+  std::lock_guard lock(state_->mu);
+  const size_t lost = state_->unsynced.size();
+  for (const std::string& name : state_->unsynced) {
+    auto it = state_->objects.find(name);
+    if (it == state_->objects.end()) continue;
+    state_->bytes -= it->second.data.size();
+    state_->objects.erase(it);
+  }
+  state_->unsynced.clear();
+  return lost;
+}
+
+void MemoryVolume::TEST_set_sync_error(Status error) {
+  std::lock_guard lock(state_->mu);
+  state_->sync_error = std::move(error);
+}
+
+uint64_t MemoryVolume::TEST_sync_count() const {
+  std::lock_guard lock(state_->mu);
+  return state_->syncs;
 }
 
 Result<size_t> MemoryVolume::read(std::string_view name, uint64_t offset, std::span<uint8_t> out) {
@@ -90,6 +134,7 @@ Status MemoryVolume::remove(std::string_view name) {
   }
   state_->bytes -= it->second.data.size();
   state_->objects.erase(it);
+  if (auto u = state_->unsynced.find(name); u != state_->unsynced.end()) state_->unsynced.erase(u);
   return Status::Ok();
 }
 

@@ -222,8 +222,8 @@ static size_t open_descriptors() {
 TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or removed object is "
           "not read through them") {
   TempDir dir{"frugalfs-volume-test"};
-  auto v = open_file_volume(dir.path());
   const size_t before = open_descriptors();
+  auto v = open_file_volume(dir.path());  // holds its root open, for sync
   for (int i = 0; i < 100; ++i) {
     const std::string name = fmt::format("obj{}", i);
     REQUIRE(v->put(name, bytes_of(name)).ok());
@@ -232,7 +232,7 @@ TEST_CASE("FileVolume: descriptors kept for reads are few, and a replaced or rem
     REQUIRE(n.ok());
     CHECK(std::string(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(*n)) == name);
   }
-  CHECK(open_descriptors() <= before + 8);
+  CHECK(open_descriptors() <= before + 1 + 8);  // the root and at most 8 kept for reads
 
   // The object read last is replaced by a put, then removed: each read sees
   // what the name holds now, not the file a kept descriptor still names.
@@ -676,6 +676,18 @@ class PowerLossModel : public FileIo {
     unsynced_entries_.insert(path);
     return rc;
   }
+  // Everything under the root is on one filesystem: syncfs makes it all
+  // durable. With drop_syncfs it succeeds and makes nothing durable.
+  bool drop_syncfs = false;
+  int syncfs(int fd) override {
+    int rc = FileIo::syncfs(fd);
+    std::lock_guard lock(mu_);
+    if (rc == 0 && !drop_syncfs) {
+      unsynced_entries_.clear();
+      unsynced_data_.clear();
+    }
+    return rc;
+  }
 
   // Would the file at path, with its data, survive a power loss now? Every
   // directory entry on the way from the root must be durable, and the data.
@@ -734,6 +746,106 @@ TEST_CASE("file volume: an object is durable when put returns, a removal when re
     REQUIRE(volume.remove(names[i]).ok());
     CHECK(io.removal_survives(volume.TEST_object_dir(names[i]) + "/" + names[i]));
   }
+}
+
+TEST_CASE("file volume: an object put deferred is readable at once and durable once sync returns") {
+  TempDir dir{"frugalfs-vol"};
+  PowerLossModel io(dir.path());
+  FileVolume volume(dir.path(), "file://" + dir.path(), io);
+  // The first put makes the directories (durably); the deferred puts after it
+  // neither fsync their files nor the directories they are renamed into.
+  REQUIRE(volume.put("frag-0000000000000001-0", bytes_of("durable")).ok());
+  std::vector<std::string> names;
+  for (int i = 0; i < 20; ++i) names.push_back(fmt::format("frag-{:016x}-{}", 2000 + i, i % 4));
+  const size_t big_size = (1 << 20) + 100;  // O_DIRECT where the filesystem takes it
+  AlignedBytes big = make_aligned_bytes(big_size);
+  std::fill_n(big.get(), big_size, uint8_t{0xa5});
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i == 7) {
+      REQUIRE(volume.put_deferred(names[i], {big.get(), big_size}).ok());
+    } else {
+      REQUIRE(volume.put_deferred(names[i], bytes_of("deferred " + names[i])).ok());
+    }
+  }
+  auto path_of = [&](const std::string& name) { return volume.TEST_object_dir(name) + "/" + name; };
+  size_t survivors = 0;
+  for (const std::string& name : names) survivors += io.survives(path_of(name)) ? 1 : 0;
+  CHECK(survivors == 0);  // nothing was made durable one object at a time
+  CHECK(read_all(volume, names[3]) == "deferred " + names[3]);
+  CHECK(read_all(volume, names[7]) == std::string(big_size, '\xa5'));
+
+  // A sync whose syncfs makes nothing durable is caught by the model...
+  io.drop_syncfs = true;
+  REQUIRE(volume.sync().ok());
+  CHECK_FALSE(io.survives(path_of(names[0])));
+  // ...and a real one makes every object durable, with its bytes.
+  io.drop_syncfs = false;
+  REQUIRE(volume.sync().ok());
+  for (const std::string& name : names) CHECK_MESSAGE(io.survives(path_of(name)), name);
+  for (const std::string& name : names) {
+    if (name != names[7]) CHECK(read_all(volume, name) == "deferred " + name);
+  }
+  // The objects list like any other.
+  std::set<std::string> listed;
+  REQUIRE(volume.list("frag-", [&](const ObjectInfo& o) { listed.insert(o.name); }).ok());
+  CHECK(listed.size() == names.size() + 1);
+}
+
+// A FileIo whose syncfs fails with EIO `failures` times.
+class FailingSyncfs : public FileIo {
+ public:
+  int syncfs(int fd) override {
+    if (failures > 0) {
+      --failures;
+      errno = EIO;
+      return -1;
+    }
+    return FileIo::syncfs(fd);
+  }
+  int failures = 1;
+};
+
+TEST_CASE("file volume: a failed sync is reported, and so is every sync after it") {
+  TempDir dir{"frugalfs-vol"};
+  FailingSyncfs io;
+  FileVolume volume(dir.path(), "file://" + dir.path(), io);
+  REQUIRE(volume.put_deferred("frag-0000000000000001-0", bytes_of("a")).ok());
+  Status first = volume.sync();
+  CHECK(first.code() == EIO);
+  CHECK(first.message().find("may be lost") != std::string::npos);
+  CHECK(first.message().find(dir.path()) != std::string::npos);
+  // syncfs itself would succeed now, but the object put before the failure
+  // may be gone: the failure stays.
+  REQUIRE(io.failures == 0);
+  REQUIRE(volume.put_deferred("frag-0000000000000002-0", bytes_of("b")).ok());
+  CHECK(volume.sync().code() == EIO);
+  // A volume opened again (a restart) syncs.
+  FileVolume reopened(dir.path(), "file://" + dir.path(), io);
+  CHECK(reopened.sync().ok());
+}
+
+TEST_CASE("memory volume: a power loss drops what was put deferred since the last sync") {
+  MemoryVolume volume;
+  REQUIRE(volume.put("a", bytes_of("a")).ok());
+  REQUIRE(volume.put_deferred("b", bytes_of("b")).ok());
+  REQUIRE(volume.sync().ok());
+  REQUIRE(volume.put_deferred("c", bytes_of("c")).ok());
+  REQUIRE(volume.put_deferred("d", bytes_of("d")).ok());
+  REQUIRE(volume.put("d", bytes_of("D")).ok());  // durable now
+  REQUIRE(volume.put_deferred("e", bytes_of("e")).ok());
+  REQUIRE(volume.remove("e").ok());
+  CHECK(volume.TEST_sync_count() == 1);
+  CHECK(volume.TEST_power_loss() == 1);  // c
+  CHECK(read_all(volume, "a") == "a");
+  CHECK(read_all(volume, "b") == "b");
+  CHECK(read_all(volume, "d") == "D");
+  CHECK(volume.stat("c").status().code() == ENOENT);
+  CHECK(volume.TEST_total_bytes() == 3);
+  volume.TEST_set_sync_error(Errorf(EIO, "injected"));
+  CHECK(volume.sync().code() == EIO);
+  volume.TEST_set_sync_error(Status::Ok());
+  CHECK(volume.sync().ok());
+  CHECK(volume.TEST_sync_count() == 2);
 }
 
 // A FileIo whose O_DIRECT writes stop part way: the first writes half of

@@ -1,8 +1,9 @@
 // Crash-harness helper: after the daemon was killed, makes a volume look as a
 // power loss could have left it, from the event log of power_loss_shim:
 // every directory change (mkdir, create, rename, unlink) not followed by an
-// fsync of that directory is undone, newest first, and every file whose data
-// was not fsynced since it was created loses its data.
+// fsync of that directory (or a syncfs of the volume) is undone, newest
+// first, and every file whose data was not fsynced since it was created
+// (nor the volume synced) loses its data.
 //
 //   power_loss_apply LOG
 // Prints what it undid; exits 1 on a malformed log or a failed undo.
@@ -51,6 +52,10 @@ int main(int argc, char** argv) {
       case 'S':
         for (Op& o : ops) o.unsynced_dirs.erase(op.a);
         unsynced_data.erase(op.a);
+        continue;
+      case 'Y':  // syncfs: every change so far is durable
+        for (Op& o : ops) o.unsynced_dirs.clear();
+        unsynced_data.clear();
         continue;
       case 'M':
       case 'C':

@@ -6,9 +6,11 @@
 //   FRUGALFS_POWER_LOSS_LOG  the event log to append to
 //
 // Events, one line each, written before the call returns: M path (mkdir),
-// C path (created by open), S path (fsync of a file or directory), R from to
-// (rename), U path grave (unlink, done as a rename into DIR.grave so that a
-// power loss can bring the file back). Other paths pass straight through.
+// C path (created by open), S path (fsync of a file or directory), Y path
+// (syncfs through a descriptor of the watched volume: everything before it
+// is durable), R from to (rename), U path grave (unlink, done as a rename
+// into DIR.grave so that a power loss can bring the file back). Other paths
+// pass straight through.
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -107,6 +109,18 @@ int fsync(int fd) {
     std::lock_guard lock(s.mu);
     auto it = s.fds.find(fd);
     if (it != s.fds.end()) s.event("S " + it->second);
+  }
+  return rc;
+}
+
+int syncfs(int fd) {
+  static auto real = next<int (*)(int)>("syncfs");
+  int rc = real(fd);
+  Shim& s = shim();
+  if (rc == 0 && s.log_fd >= 0) {
+    std::lock_guard lock(s.mu);
+    auto it = s.fds.find(fd);
+    if (it != s.fds.end()) s.event("Y " + it->second);
   }
   return rc;
 }
