@@ -16,7 +16,6 @@ namespace frugalfs {
 class DirtyRanges {
  public:
   static constexpr uint64_t kMaxRange = 8 << 20;
-  static constexpr uint64_t kStreamingRange = 2 << 20;  // beyond this a range grows to kMaxRange at once
   using Map = std::map<uint64_t, std::vector<uint8_t>>;  // offset -> bytes
 
   // Records data at offset, replacing older bytes there; ranges that touch

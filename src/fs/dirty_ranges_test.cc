@@ -366,3 +366,26 @@ TEST_CASE("DirtyRanges: randomized model test with ranges beyond kMaxRange") {
   }
   check_against(d, ref);
 }
+
+TEST_CASE("DirtyRanges: a range's buffer holds at most twice its bytes, in pieces of kMaxRange") {
+  // Files written sequentially in 128 KiB and 1 MiB pieces, of sizes around
+  // the points where a buffer grows: the memory held stays within 2x the
+  // bytes counted (the dirty limit counts bytes).
+  for (const uint64_t piece : {uint64_t{128} << 10, uint64_t{1} << 20}) {
+    for (const uint64_t size : {uint64_t{2200} << 10, uint64_t{3} << 20, uint64_t{5} << 20, uint64_t{20} << 20}) {
+      DirtyRanges d;
+      const std::vector<uint8_t> chunk = bytes_of(static_cast<size_t>(piece), 7);
+      for (uint64_t off = 0; off < size; off += piece) {
+        d.write(off, std::span<const uint8_t>(chunk).first(static_cast<size_t>(std::min(piece, size - off))));
+      }
+      CHECK(d.bytes() == size);
+      uint64_t held = 0;
+      for (const auto& [offset, bytes] : d.ranges()) {
+        CHECK(bytes.size() <= DirtyRanges::kMaxRange);
+        held += bytes.capacity();
+      }
+      CHECK_MESSAGE(held <= 2 * size, "piece ", piece, " size ", size, " held ", held);
+      CHECK(d.ranges().size() == (size + DirtyRanges::kMaxRange - 1) / DirtyRanges::kMaxRange);
+    }
+  }
+}
