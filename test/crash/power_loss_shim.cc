@@ -81,6 +81,18 @@ int do_open(const char* name, const char* path, int flags, mode_t mode) {
   return fd;
 }
 
+// After a sync through fd returned rc: logs `kind path` if it succeeded on a
+// watched descriptor. Returns rc.
+int log_sync(int rc, int fd, const char* kind) {
+  Shim& s = shim();
+  if (rc == 0 && s.log_fd >= 0) {
+    std::lock_guard lock(s.mu);
+    auto it = s.fds.find(fd);
+    if (it != s.fds.end()) s.event(kind + it->second);
+  }
+  return rc;
+}
+
 }  // namespace
 
 extern "C" {
@@ -103,26 +115,12 @@ FRUGAL_SHIM_OPEN(open64)
 
 int fsync(int fd) {
   static auto real = next<int (*)(int)>("fsync");
-  int rc = real(fd);
-  Shim& s = shim();
-  if (rc == 0 && s.log_fd >= 0) {
-    std::lock_guard lock(s.mu);
-    auto it = s.fds.find(fd);
-    if (it != s.fds.end()) s.event("S " + it->second);
-  }
-  return rc;
+  return log_sync(real(fd), fd, "S ");
 }
 
 int syncfs(int fd) {
   static auto real = next<int (*)(int)>("syncfs");
-  int rc = real(fd);
-  Shim& s = shim();
-  if (rc == 0 && s.log_fd >= 0) {
-    std::lock_guard lock(s.mu);
-    auto it = s.fds.find(fd);
-    if (it != s.fds.end()) s.event("Y " + it->second);
-  }
-  return rc;
+  return log_sync(real(fd), fd, "Y ");
 }
 
 int close(int fd) {
