@@ -768,17 +768,15 @@ Status PackStore::sync() {
   } catch (const std::exception& e) {
     return Errorf(ENOMEM, "syncing volumes: {}", e.what());
   }
-  // A failed volume stays listed: another writer's fragments may be on it
-  // too, and its next sync must report the failure again (FileVolume's is
-  // sticky) rather than find nothing to sync.
+  // A failed volume is not listed again: the writer's flush fails and is
+  // retried on the other volumes, and the next sync must not fail for it
+  // (FileVolume's failure is sticky), or one bad disk would stop all writes.
+  // (Writers of packs are serialized by the file system's flush lock, so no
+  // other writer's fragments can be left unreported on it.)
   Status first;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (synced[i].ok()) continue;
     s.volumes.avoid_for_writes(ids[i], synced[i]);
-    {
-      std::lock_guard lock(s.unsynced_mu);
-      s.unsynced.insert(ids[i]);
-    }
     if (first.ok()) first = synced[i];
   }
   return first;

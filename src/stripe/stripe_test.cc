@@ -1032,11 +1032,9 @@ TEST_CASE("PackStore: a volume whose sync fails is reported and kept out of writ
   auto chosen = c.set.choose(5);
   CHECK(chosen.size() == 4);
   CHECK(std::find(chosen.begin(), chosen.end(), failing) == chosen.end());
-  // The failing volume stays to be synced: a second writer whose fragments
-  // went there too hears of the failure as well.
-  CHECK(c.store->sync().code() == EIO);
-  // Once it syncs again, the next pack goes to the other four, which sync.
-  c.mem[failing]->TEST_set_sync_error(Status::Ok());
+  // The failure is reported once: the next pack goes to the other four,
+  // and its sync succeeds although the failing volume still fails (one bad
+  // disk must not stop every later write).
   auto next = c.store->write(2, a, PackStore::Durability::kAtSync);
   REQUIRE(next.ok());
   CHECK(std::find(next->volumes.begin(), next->volumes.end(), failing) == next->volumes.end());
