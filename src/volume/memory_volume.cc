@@ -38,6 +38,13 @@ struct MemoryVolume::State {
   Status sync_error;                                         // guarded by mu
   uint64_t syncs = 0;                                        // guarded by mu
 
+  // Requires mu. Forgets an object, and that it awaited a sync.
+  void erase(std::map<std::string, MemoryObject, std::less<>>::iterator it) {
+    if (auto u = unsynced.find(it->first); u != unsynced.end()) unsynced.erase(u);
+    bytes -= it->second.data.size();
+    objects.erase(it);
+  }
+
   // Requires mu. The error every call returns while the volume is offline.
   Status check(std::string_view op, std::string_view name) const {
     if (offline) return Errorf(EIO, "{}: {} {}: volume is offline", uri, op, name);
@@ -90,14 +97,16 @@ Status MemoryVolume::sync() {
 
 size_t MemoryVolume::TEST_power_loss() {
   std::lock_guard lock(state_->mu);
-  const size_t lost = state_->unsynced.size();
-  for (const std::string& name : state_->unsynced) {
-    auto it = state_->objects.find(name);
-    if (it == state_->objects.end()) continue;
-    state_->bytes -= it->second.data.size();
-    state_->objects.erase(it);
+  size_t lost = 0;
+  while (!state_->unsynced.empty()) {
+    auto it = state_->objects.find(*state_->unsynced.begin());
+    if (it == state_->objects.end()) {  // removed by a racing call: nothing to lose
+      state_->unsynced.erase(state_->unsynced.begin());
+      continue;
+    }
+    state_->erase(it);
+    ++lost;
   }
-  state_->unsynced.clear();
   return lost;
 }
 
@@ -132,9 +141,7 @@ Status MemoryVolume::remove(std::string_view name) {
   if (it == state_->objects.end()) {
     return Errorf(ENOENT, "{}: remove {}: no such object", state_->uri, name);
   }
-  state_->bytes -= it->second.data.size();
-  state_->objects.erase(it);
-  if (auto u = state_->unsynced.find(name); u != state_->unsynced.end()) state_->unsynced.erase(u);
+  state_->erase(it);
   return Status::Ok();
 }
 
@@ -201,6 +208,7 @@ void MemoryVolume::TEST_corrupt(std::string_view name, uint64_t offset) {
 void MemoryVolume::TEST_wipe() {
   std::lock_guard lock(state_->mu);
   state_->objects.clear();
+  state_->unsynced.clear();
   state_->bytes = 0;
 }
 

@@ -824,6 +824,15 @@ TEST_CASE("file volume: a failed sync is reported, and so is every sync after it
   CHECK(reopened.sync().ok());
 }
 
+TEST_CASE("file volume: a volume whose directory could not be opened fails every sync") {
+  TempDir dir{"frugalfs-vol"};
+  FileVolume volume(dir.path() + "/missing", "file://" + dir.path() + "/missing");
+  Status s = volume.sync();
+  CHECK(s.code() == EIO);
+  CHECK(s.message().find("could not be opened") != std::string::npos);
+  CHECK(volume.sync().code() == EIO);
+}
+
 TEST_CASE("memory volume: a power loss drops what was put deferred since the last sync") {
   MemoryVolume volume;
   REQUIRE(volume.put("a", bytes_of("a")).ok());
