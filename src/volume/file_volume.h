@@ -85,9 +85,9 @@ class FileVolume : public Volume {
   std::string objects_dir() const;
   std::string object_dir(std::string_view name) const;
   std::string temp_name(std::string_view name);
-  // Creates objects/ and objects/XX as needed, fsyncing each parent whose
-  // entries may have changed.
-  Status make_object_dir(std::string_view name);
+  // Creates objects/ and every objects/XX not there yet, and fsyncs both
+  // parents; `name` (the object being put) is for error messages.
+  Status make_object_dirs(std::string_view name);
   // put and put_deferred: the fsyncs only when durable.
   Status put_object(std::string_view name, std::span<const uint8_t> data, bool durable);
 
@@ -128,6 +128,7 @@ class FileVolume : public Volume {
   // The root, open from the start so that syncfs reports every writeback
   // error since (-1 if it could not be opened: sync then fails).
   int root_fd_ = -1;
+  std::mutex dirs_mu_;  // held while making the fan-out directories
   std::mutex sync_mu_;
   Status sync_failure_;  // sticky: objects put before a failed sync may be lost
   std::mutex fds_mu_;
