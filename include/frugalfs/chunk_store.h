@@ -88,9 +88,15 @@ class ChunkStore {
     // caller defines, describing what this writer's chunks were written for;
     // see FlushManifest) is stored as the last entry of that pack, in a pack
     // of its own when no chunk is left to write. Returns once every pack of
-    // the writer is durable (one sync of the volumes for all of them).
+    // the writer is written; they are durable after sync().
+    Status write_out(std::span<const uint8_t> manifest = {});
+    // After write_out: makes every pack of the writer durable (one sync of
+    // the volumes for all of them). May run on another thread than the adds.
+    Status sync();
+    // write_out(manifest), then sync().
     Status finish(std::span<const uint8_t> manifest = {});
-    // Puts the records of the new chunks and packs into txn (after finish()).
+    // Puts the records of the new chunks and packs into txn (after sync(),
+    // so that no record names a pack a power loss could take).
     Status stage(MetaStore::Txn& txn);
     // After the caller's add_ref calls in the same txn: marks the new chunks
     // that no extent names as garbage.
@@ -105,7 +111,12 @@ class ChunkStore {
     explicit PackWriter(std::unique_ptr<State> state);
     std::unique_ptr<State> state_;
   };
-  std::unique_ptr<PackWriter> new_writer();
+  // A writer. With `earlier`, a writer whose chunks are not committed yet
+  // (written out, its commit pending), this one stores no chunk that the
+  // earlier one holds: it names the earlier one's, so its own commit must
+  // come after the earlier one's, and fail if that one failed. `earlier`
+  // takes no more adds and outlives this writer's adds.
+  std::unique_ptr<PackWriter> new_writer(const PackWriter* earlier = nullptr);
 
   // Garbage collection: deletes unreferenced chunks and empty packs, then
   // compacts packs whose live ratio fell below the threshold. Fails closed:

@@ -335,7 +335,9 @@ struct ChunkStore::PackWriter::State {
   std::vector<uint8_t> compressed;
   uint64_t stored = 0;
   uint64_t deduplicated = 0;
-  bool finished = false;
+  const State* earlier = nullptr;  // see new_writer
+  bool written_out = false;
+  bool synced = false;
 
   Status append(const PackEntry& entry, std::span<const uint8_t> stored_bytes);
   Result<bool> is_new(const Sha256& id, size_t size);
@@ -346,7 +348,9 @@ struct ChunkStore::PackWriter::State {
   Status complete_oldest();
   // Waits for every pack write; the first error, if any.
   Status drain();
-  // Seals the open pack, waits for every pack write and makes them durable.
+  // Seals the open pack and waits for every pack write.
+  Status write_all();
+  // write_all, then makes the packs durable.
   Status make_durable();
 
   struct InFlight {
@@ -441,19 +445,25 @@ Status ChunkStore::PackWriter::State::drain() {
   return first;
 }
 
-Status ChunkStore::PackWriter::State::make_durable() {
+Status ChunkStore::PackWriter::State::write_all() {
   Status sealed = seal();
   Status drained = drain();  // always: no write may outlive the writer
   FRUGAL_TRY(sealed);
-  FRUGAL_TRY(drained);
+  return drained;
+}
+
+Status ChunkStore::PackWriter::State::make_durable() {
+  FRUGAL_TRY(write_all());
   return store.packs.sync();
 }
 
 ChunkStore::PackWriter::PackWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
 ChunkStore::PackWriter::~PackWriter() = default;
 
-std::unique_ptr<ChunkStore::PackWriter> ChunkStore::new_writer() {
-  return std::unique_ptr<PackWriter>(new PackWriter(std::make_unique<PackWriter::State>(*state_)));
+std::unique_ptr<ChunkStore::PackWriter> ChunkStore::new_writer(const PackWriter* earlier) {
+  auto state = std::make_unique<PackWriter::State>(*state_);
+  if (earlier != nullptr) state->earlier = earlier->state_.get();
+  return std::unique_ptr<PackWriter>(new PackWriter(std::move(state)));
 }
 
 // True when chunk `id` must be stored: neither added to this writer before
@@ -462,7 +472,7 @@ std::unique_ptr<ChunkStore::PackWriter> ChunkStore::new_writer() {
 // Remembers the answer, so a repeat within the writer is deduplicated.
 Result<bool> ChunkStore::PackWriter::State::is_new(const Sha256& id, size_t size) {
   std::string key(reinterpret_cast<const char*>(id.data()), id.size());
-  if (seen.count(key)) {
+  if (seen.count(key) || (earlier != nullptr && earlier->seen.count(key))) {
     deduplicated += size;
     return false;
   }
@@ -496,7 +506,7 @@ Status ChunkStore::PackWriter::State::append_chunk(const Sha256& id, std::span<c
 
 Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
   State& s = *state_;
-  if (s.finished) return Errorf(EINVAL, "PackWriter::add after finish");
+  if (s.written_out) return Errorf(EINVAL, "PackWriter::add after write_out");
   Sha256 id = sha256(data);
   FRUGAL_ASSIGN_OR_RETURN(bool fresh, s.is_new(id, data.size()));
   if (!fresh) return id;
@@ -508,7 +518,7 @@ Result<Sha256> ChunkStore::PackWriter::add(std::span<const uint8_t> data) {
 Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
     const std::vector<std::span<const uint8_t>>& chunks) {
   State& s = *state_;
-  if (s.finished) return Errorf(EINVAL, "PackWriter::add_all after finish");
+  if (s.written_out) return Errorf(EINVAL, "PackWriter::add_all after write_out");
   // 1. Hash every chunk (in parallel), 2. decide which are new (in order:
   // dedup within the writer depends on it), 3. compress the new ones (in
   // parallel), 4. append them to packs in order.
@@ -538,9 +548,9 @@ Result<std::vector<Sha256>> ChunkStore::PackWriter::add_all(
   return ids;
 }
 
-Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
+Status ChunkStore::PackWriter::write_out(std::span<const uint8_t> manifest) {
   State& s = *state_;
-  if (s.finished) return Errorf(EINVAL, "PackWriter::finish called twice");
+  if (s.written_out) return Errorf(EINVAL, "PackWriter::write_out called twice");
   if (!manifest.empty()) {
     PackEntry entry;
     entry.kind = PackEntryKind::kManifest;
@@ -557,14 +567,27 @@ Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
       return appended;
     }
   }
-  FRUGAL_TRY(state_->make_durable());
-  state_->finished = true;
+  FRUGAL_TRY(s.write_all());
+  s.written_out = true;
   return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::sync() {
+  State& s = *state_;
+  if (!s.written_out) return Errorf(EINVAL, "PackWriter::sync before write_out");
+  FRUGAL_TRY(s.store.packs.sync());
+  s.synced = true;
+  return Status::Ok();
+}
+
+Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
+  FRUGAL_TRY(write_out(manifest));
+  return sync();
 }
 
 Status ChunkStore::PackWriter::stage(MetaStore::Txn& txn) {
   State& s = *state_;
-  if (!s.finished) return Errorf(EINVAL, "PackWriter::stage before finish");
+  if (!s.synced) return Errorf(EINVAL, "PackWriter::stage before sync");
   for (const PackRecord& pack : s.sealed) txn.put_pack(pack);
   for (const ChunkRecord& chunk : s.new_chunks) txn.put_chunk(chunk);
   return Status::Ok();

@@ -201,6 +201,7 @@ TEST_CASE("PackWriter dedups within one writer and against committed chunks") {
   CHECK(writer->stage(*env.meta->begin()).code() == EINVAL);  // stage before finish
   REQUIRE(writer->finish().ok());
   CHECK(writer->add(c).status().code() == EINVAL);  // add after finish
+  CHECK(writer->write_out().code() == EINVAL);      // twice
   CHECK(env.store->counters().packs_written == 1);
   CHECK(env.objects() == 4);  // data before metadata: the fragments are there
   {
@@ -587,6 +588,79 @@ TEST_CASE("a writer's packs are durable when finish returns, with one sync of ea
   Status finished = writer->finish();
   CHECK(finished.code() == EIO);
   CHECK(finished.message().find("injected") != std::string::npos);
+}
+
+TEST_CASE("write_out leaves the packs to sync: a power loss before sync takes them, and stage "
+          "refuses until sync") {
+  Env env(256 << 10);
+  std::mt19937_64 rng(17);
+  auto writer = env.store->new_writer();
+  for (int i = 0; i < 6; ++i) REQUIRE(writer->add(random_bytes(rng, 60000 + i)).ok());
+  CHECK(writer->sync().code() == EINVAL);  // nothing written out yet
+  REQUIRE(writer->write_out().ok());
+  CHECK(env.store->counters().packs_written == 2);
+  CHECK(writer->stage(*env.meta->begin()).code() == EINVAL);  // not durable yet
+  uint64_t syncs = 0;
+  for (MemoryVolume* v : env.mem) syncs += v->TEST_sync_count();
+  CHECK(syncs == 0);
+  SUBCASE("a power loss before sync loses the fragments") {
+    size_t lost = 0;
+    for (MemoryVolume* v : env.mem) lost += v->TEST_power_loss();
+    CHECK(lost == 8);
+  }
+  SUBCASE("after sync nothing is lost and stage works") {
+    REQUIRE(writer->sync().ok());
+    size_t lost = 0;
+    for (MemoryVolume* v : env.mem) lost += v->TEST_power_loss();
+    CHECK(lost == 0);
+    auto txn = env.meta->begin();
+    CHECK(writer->stage(*txn).ok());
+  }
+}
+
+TEST_CASE("a writer made after an earlier one, whose commit is pending, names the earlier one's "
+          "chunks instead of storing them again") {
+  Env env;
+  std::mt19937_64 rng(18);
+  auto a = random_bytes(rng, 40000);
+  auto b = random_bytes(rng, 30000);
+  auto c = random_bytes(rng, 20000);
+  auto first = env.store->new_writer();
+  REQUIRE(first->add(a).ok());
+  REQUIRE(first->add(b).ok());
+  REQUIRE(first->write_out().ok());
+  // Not committed: a writer that does not know of `first` stores a again...
+  auto unaware = env.store->new_writer();
+  REQUIRE(unaware->add(a).ok());
+  CHECK(unaware->stored_bytes() == a.size());
+  REQUIRE(unaware->write_out().ok());
+  // ...one made after it does not.
+  auto second = env.store->new_writer(first.get());
+  REQUIRE(second->add(c).ok());
+  REQUIRE(second->add(a).ok());
+  REQUIRE(second->add_all({b, c}).ok());
+  CHECK(second->stored_bytes() == c.size());
+  CHECK(second->deduplicated_bytes() == a.size() + b.size() + c.size());
+  REQUIRE(second->finish().ok());
+  // Committed in order, the second's references count on the first's records.
+  REQUIRE(first->sync().ok());
+  for (auto* w : {first.get(), second.get()}) {
+    auto txn = env.meta->begin();
+    REQUIRE(w->stage(*txn).ok());
+    for (const auto* bytes : w == first.get() ? std::vector{&a, &b} : std::vector{&a, &b, &c}) {
+      REQUIRE(env.store->add_ref(*txn, sha256(*bytes)).ok());
+    }
+    REQUIRE(w->mark_unreferenced(*txn).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  CHECK(env.chunk_count() == 3);
+  CHECK(env.meta->get_chunk(sha256(a))->refcount == 2);
+  CHECK(env.meta->get_chunk(sha256(b))->refcount == 2);
+  CHECK(env.meta->get_chunk(sha256(c))->refcount == 1);
+  CHECK(env.garbage().empty());
+  auto cold = env.cold_store();
+  check_read(*cold, sha256(a), a);
+  check_read(*cold, sha256(c), c);
 }
 
 TEST_CASE("a chunk whose record prefetch kept, moved since by a compaction, reads from its new "
