@@ -15,8 +15,10 @@
 // bytes) of its chunks whose refcount is above zero.
 //
 // Thread-safety: read(), add_ref() and drop_ref() may be called from any
-// thread (the latter two inside the caller's Txn). A PackWriter and collect()
-// are used by one thread at a time (the flusher).
+// thread (the latter two inside the caller's Txn). A PackWriter is used by
+// one thread at a time; the flusher may sync and stage one writer on a
+// second thread while it adds to the next. collect() runs with no writer
+// between write_out and its commit.
 #pragma once
 
 #include <cstdint>

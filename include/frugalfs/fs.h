@@ -212,6 +212,13 @@ class FileSystem {
   Status TEST_flush_and_collect();
   // Unflushed bytes counted against the write budget.
   uint64_t TEST_dirty_bytes();
+  // One round of the background flusher: stores a flush of the dirty files
+  // while the previous round's commit runs, and leaves its own pending.
+  Status TEST_flush_pipelined();
+  // Hooks for tests of that pipeline: before_commit runs on a commit's thread
+  // before it syncs (it may block, or fail the commit); after_store runs when
+  // a round has stored its flush, before it waits for the previous commit.
+  void TEST_set_flush_hooks(std::function<Status()> before_commit, std::function<void()> after_store);
 
   struct State;  // the implementation's (src/fs/fs_state.h)
 

@@ -569,6 +569,7 @@ Status ChunkStore::PackWriter::write_out(std::span<const uint8_t> manifest) {
   }
   FRUGAL_TRY(s.write_all());
   s.written_out = true;
+  s.earlier = nullptr;  // no more adds: it may go
   return Status::Ok();
 }
 

@@ -1,9 +1,9 @@
 // File data and attributes: open, read, write, truncate, setattr, fsync.
 //
-// Reads see committed extents, overlaid by the bytes being flushed, overlaid
-// by the bytes written since: the overlay is copied first and the committed
-// data read after, so a flush that commits in between cannot make a read
-// return stale bytes.
+// Reads see committed extents, overlaid by the bytes of a flush whose commit
+// is pending, by the bytes being flushed, and by the bytes written since: the
+// overlay is copied first and the committed data read after, so a flush that
+// commits in between cannot make a read return stale bytes.
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -202,7 +202,7 @@ Result<size_t> FileSystem::read(uint64_t ino, uint64_t fh, uint64_t offset, std:
     size = state->size;
     if (offset >= size) return size_t{0};
     out = out.first(std::min<uint64_t>(out.size(), size - offset));
-    for (const DirtyRanges* layer : {&state->flushing, &state->dirty}) {
+    for (const DirtyRanges* layer : {&state->committing, &state->flushing, &state->dirty}) {
       for (const auto& [at, bytes] : layer->ranges()) {
         uint64_t from = std::max(offset, at), to = std::min(offset + out.size(), at + bytes.size());
         if (from < to) overlay.write(from, std::span(bytes).subspan(from - at, to - from));
@@ -233,7 +233,7 @@ Result<FileSystem::ReadView> FileSystem::read_view(uint64_t ino, uint64_t fh, ui
     std::lock_guard lock(state->mu);
     if (offset >= state->size) return ReadView{};
     end = offset + std::min<uint64_t>(buffer.size(), state->size - offset);
-    for (const DirtyRanges* layer : {&state->flushing, &state->dirty}) {
+    for (const DirtyRanges* layer : {&state->committing, &state->flushing, &state->dirty}) {
       for (const auto& [at, bytes] : layer->ranges()) {
         if (at < end && at + bytes.size() > offset) unflushed = true;
       }

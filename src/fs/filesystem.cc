@@ -60,7 +60,7 @@ Attr FileSystem::State::to_attr(const InodeRecord& r, const InodeTable::Ptr& sta
   uint64_t data = r.data_bytes;
   if (state) {
     std::lock_guard lock(state->mu);
-    data += state->dirty.bytes() + state->flushing.bytes();
+    data += state->dirty.bytes() + state->flushing.bytes() + state->committing.bytes();
     if (S_ISREG(r.mode)) a.size = state->size;
     if (state->mtime_ns) a.mtime = to_timespec(*state->mtime_ns);
     if (state->ctime_ns) a.ctime = to_timespec(*state->ctime_ns);
@@ -288,6 +288,19 @@ Status FileSystem::TEST_flush_and_collect() {
   std::lock_guard lock(state_->flush_mu);
   FRUGAL_TRY(state_->flush_locked({}, false));
   return state_->chunks->collect();
+}
+
+Status FileSystem::TEST_flush_pipelined() {
+  std::lock_guard lock(state_->flush_mu);
+  return state_->flush_pipelined_locked();
+}
+
+void FileSystem::TEST_set_flush_hooks(std::function<Status()> before_commit,
+                                      std::function<void()> after_store) {
+  std::lock_guard lock(state_->flush_mu);
+  state_->join_commit_locked().IgnoreError();  // none may run while they change
+  state_->test_before_commit = std::move(before_commit);
+  state_->test_after_store = std::move(after_store);
 }
 
 uint64_t FileSystem::TEST_dirty_bytes() {

@@ -7,6 +7,16 @@
 // commits the new extents, chunk and pack records and inode sizes of every
 // inode in one metadata transaction. A failed flush puts its data back under
 // the writes that came since, to be retried.
+//
+// The background flusher overlaps two flushes: while one syncs its packs and
+// commits (on a thread of its own), the next is cut, hashed, compressed and
+// written. Commits stay in order, one at a time. The flush being stored
+// beside a pending commit takes from that commit's inodes only the writes
+// from the end of its regions on (appends; anything else waits for the
+// commit), starts from a copy of the pending last extent's bytes (so the
+// seam is still cut as one pass), and names the pending flush's chunks rather
+// than storing them again; if the pending commit fails, both flushes are put
+// back. Collection waits until no commit is pending.
 
 #include <fmt/format.h>
 
@@ -22,6 +32,10 @@ namespace frugalfs {
 
 namespace {
 
+// How often the flusher collects garbage while writes keep it busy (a
+// collection waits for the pending commit, so it pauses the pipeline).
+constexpr int64_t kCollectEveryNs = 10'000'000'000;
+
 struct Region {
   uint64_t start = 0;
   uint64_t end = 0;
@@ -34,6 +48,13 @@ struct Plan {
   std::optional<int64_t> mtime_ns, ctime_ns;
   uint64_t write_seq = 0;
   uint64_t bytes = 0;  // dirty bytes taken
+  // Regions start at or after this: the end of the inode's pending commit.
+  uint64_t min_start = 0;
+  // The bytes of that commit's last extent (ending at min_start), copied
+  // from its layer: re-chunked with the writes that follow, as a committed
+  // last extent is.
+  uint64_t seam_start = 0;
+  std::vector<uint8_t> seam;
   std::vector<Region> regions;
   std::vector<Extent> extents;  // replacing the committed ones in regions
 };
@@ -42,7 +63,12 @@ struct Plan {
 Status plan_regions(MetaStore& meta, Plan& plan) {
   for (const auto& [offset, bytes] : plan.state->flushing.ranges()) {
     Region r{offset, offset + bytes.size()};
-    FRUGAL_TRY(meta.list_extents(plan.ino, offset > 0 ? offset - 1 : 0, [&](const Extent& e) {
+    // From the extent just before the range, if any (re-chunked across the
+    // seam); at the end of a pending commit from that commit's last extent
+    // (the extents stored there now may be the ones it replaces).
+    const uint64_t from = offset > plan.min_start ? offset - 1 : offset;
+    if (offset == plan.min_start && !plan.seam.empty()) r.start = plan.seam_start;
+    FRUGAL_TRY(meta.list_extents(plan.ino, from, [&](const Extent& e) {
       if (e.file_offset >= r.end) return false;
       r.start = std::min(r.start, e.file_offset);
       r.end = std::max(r.end, e.end());
@@ -123,16 +149,62 @@ class WindowPipeline {
 
 }  // namespace
 
-Status FileSystem::State::flush_locked(
-    const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& requested, bool sync) {
+struct FileSystem::State::Flush {
+  uint64_t seq = 0;  // in the order flushes were stored
+  std::vector<Plan> plans;
+  std::unique_ptr<ChunkStore::PackWriter> writer;
+};
+
+// For an inode whose pending commit ends where its next writes start: copies
+// the bytes of that commit's last extent (ending there) from its layer and
+// its own seam, if those hold them all. Caller holds state.mu.
+static void take_seam(const FileSystem::State::Flush* pending, const InodeState& state, Plan& plan) {
+  if (pending == nullptr || state.dirty.ranges().begin()->first != plan.min_start) return;
+  const Plan* earlier = nullptr;
+  for (const Plan& p : pending->plans) {
+    if (p.ino == plan.ino) earlier = &p;
+  }
+  if (earlier == nullptr || earlier->extents.empty()) return;
+  const Extent& last = earlier->extents.back();  // in file order
+  if (last.end() != plan.min_start) return;  // ends in a hole
+  std::vector<uint8_t> bytes(last.length);
+  uint64_t covered = 0;  // bytes from last.file_offset on, in order
+  auto take = [&](uint64_t at, std::span<const uint8_t> from) {
+    const uint64_t pos = last.file_offset + covered;
+    if (at > pos || at + from.size() <= pos) return;
+    const uint64_t n = std::min<uint64_t>(at + from.size(), last.end()) - pos;
+    std::memcpy(bytes.data() + covered, from.data() + (pos - at), n);
+    covered += n;
+  };
+  if (!earlier->seam.empty()) take(earlier->seam_start, earlier->seam);
+  for (const auto& [at, range] : state.committing.ranges()) take(at, range);
+  if (covered != last.length) return;  // not all in memory: cut at the seam
+  plan.seam = std::move(bytes);
+  plan.seam_start = last.file_offset;
+}
+
+// Takes the dirty ranges of the targets (all dirty inodes when empty), stores
+// their chunks and writes out the packs, not yet synced. With `pending` (a
+// flush whose commit runs meanwhile), an inode of that flush is taken only
+// for writes from its committing_end on, planned without the extents that
+// commit brings, and the new writer names the pending one's chunks. Null
+// when there was nothing to take; on failure the data is put back.
+Result<std::shared_ptr<FileSystem::State::Flush>> FileSystem::State::store_flush(
+    const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& requested, const Flush* pending) {
   std::vector<std::pair<uint64_t, InodeTable::Ptr>> targets =
       requested.empty() ? inodes.dirty_states() : requested;
-  std::vector<Plan> plans;
+  auto flush = std::make_shared<Flush>();
+  flush->seq = ++flush_seq;
+  std::vector<Plan>& plans = flush->plans;
   for (auto& [ino, state] : targets) {
     std::lock_guard lock(state->mu);
     // (flushing_active here would mean a flush that ended without putting
     // its data back: never overwrite what it holds.)
     if (state->deleted || state->dirty.empty() || state->flushing_active) continue;
+    if (state->committing_active && state->dirty.ranges().begin()->first < state->committing_end) {
+      continue;  // rewrites what the pending commit replaces: after it
+    }
+    if (state->idle_waiters > 0) continue;  // let a setattr or purge waiting for it in first
     Plan plan;
     plan.ino = ino;
     plan.state = state;
@@ -141,27 +213,44 @@ Status FileSystem::State::flush_locked(
     plan.ctime_ns = state->ctime_ns;
     plan.write_seq = state->write_seq;
     plan.bytes = state->dirty.bytes();
+    if (state->committing_active) {
+      plan.min_start = state->committing_end;
+      take_seam(pending, *state, plan);
+    }
     state->flushing = std::move(state->dirty);
     state->dirty.clear();
     state->flushing_active = true;
     plans.push_back(std::move(plan));
   }
-  if (plans.empty()) return sync ? meta->sync() : Status::Ok();
+  if (plans.empty()) return std::shared_ptr<Flush>();
 
   // The flushing ranges are immutable while flushing_active is set, so they
   // are read here without the inode's lock.
-  auto writer = chunks->new_writer();
+  flush->writer = chunks->new_writer(pending != nullptr ? pending->writer.get() : nullptr);
+  ChunkStore::PackWriter* writer = flush->writer.get();
   // Fills out with the region's bytes at offset: the flushing bytes, and
   // committed bytes where those leave gaps.
   auto fill = [&](const Plan& plan, uint64_t offset, std::span<uint8_t> out) -> Status {
     const auto& ranges = plan.state->flushing.ranges();
-    auto it = ranges.upper_bound(offset);
-    bool covered = false;
-    if (it != ranges.begin()) {
+    uint64_t pos = offset;
+    const uint64_t end = offset + out.size();
+    if (!plan.seam.empty() && pos >= plan.seam_start && pos < plan.min_start) pos = plan.min_start;
+    if (auto it = ranges.upper_bound(pos); it != ranges.begin() && pos < end) {
       --it;
-      covered = it->first + it->second.size() >= offset + out.size();
+      pos = std::max(pos, it->first + it->second.size());
     }
-    if (!covered) FRUGAL_TRY(read_committed(plan.ino, offset, out));
+    if (pos < end) {  // not all covered: committed bytes under the rest (not the seam)
+      uint64_t from = offset;
+      if (!plan.seam.empty() && from >= plan.seam_start && from < plan.min_start) from = std::min(end, plan.min_start);
+      FRUGAL_TRY(read_committed(plan.ino, from, out.subspan(static_cast<size_t>(from - offset))));
+    }
+    if (!plan.seam.empty()) {
+      const uint64_t from = std::max(offset, plan.seam_start);
+      const uint64_t to = std::min(end, plan.min_start);
+      if (from < to) {
+        std::memcpy(out.data() + (from - offset), plan.seam.data() + (from - plan.seam_start), to - from);
+      }
+    }
     plan.state->flushing.overlay(offset, out);
     return Status::Ok();
   };
@@ -260,82 +349,193 @@ Status FileSystem::State::flush_locked(
   };
   if (result.ok()) {
     auto bytes = manifest();
-    result = bytes.ok() ? writer->finish(*bytes) : writer->finish();
+    result = bytes.ok() ? writer->write_out(*bytes) : writer->write_out();
     if (result.ok() && !bytes.ok()) result = bytes.status();
   }
-  if (result.ok()) {
-    auto txn = meta->begin();
-    auto apply = [&]() -> Status {
-      FRUGAL_TRY(writer->stage(*txn));
-      for (Plan& plan : plans) {
-        auto record = txn->get_inode(plan.ino);
-        if (!record.ok()) {
-          if (record.status().code() == ENOENT) continue;  // deleted meanwhile
-          return record.status();
-        }
-        for (const Region& region : plan.regions) {
-          std::vector<Extent> old;
-          FRUGAL_TRY(txn->list_extents(plan.ino, region.start, [&](const Extent& e) {
-            if (e.file_offset >= region.end) return false;
-            old.push_back(e);
-            return true;
-          }));
-          for (const Extent& e : old) {
-            record->data_bytes -= std::min<uint64_t>(record->data_bytes, e.length);
-            txn->delete_extent(plan.ino, e);
-            FRUGAL_TRY(chunks->drop_ref(*txn, e.chunk));
-          }
-        }
-        for (const Extent& e : plan.extents) {
-          record->data_bytes += e.length;
-          txn->put_extent(plan.ino, e);
-          FRUGAL_TRY(chunks->add_ref(*txn, e.chunk));
-        }
-        record->size = plan.size;
-        if (plan.mtime_ns) record->mtime_ns = *plan.mtime_ns;
-        if (plan.ctime_ns) record->ctime_ns = *plan.ctime_ns;
-        txn->put_inode(*record);
-      }
-      FRUGAL_TRY(writer->mark_unreferenced(*txn));
-      return txn->commit(sync);
-    };
-    result = apply();
+  if (!result.ok()) {
+    put_back(*flush, Layer::kFlushing, result);
+    return result;
   }
+  return flush;
+}
 
+// Syncs the flush's packs and commits its extents, chunk and pack records and
+// inode sizes in one transaction. Touches no inode state.
+Status FileSystem::State::commit_flush(Flush& flush, bool sync) {
+  if (test_before_commit) FRUGAL_TRY(test_before_commit());
+  ChunkStore::PackWriter& writer = *flush.writer;
+  FRUGAL_TRY(writer.sync());  // data before metadata
+  auto txn = meta->begin();
+  FRUGAL_TRY(writer.stage(*txn));
+  for (Plan& plan : flush.plans) {
+    auto record = txn->get_inode(plan.ino);
+    if (!record.ok()) {
+      if (record.status().code() == ENOENT) continue;  // deleted meanwhile
+      return record.status();
+    }
+    for (const Region& region : plan.regions) {
+      std::vector<Extent> old;
+      FRUGAL_TRY(txn->list_extents(plan.ino, region.start, [&](const Extent& e) {
+        if (e.file_offset >= region.end) return false;
+        old.push_back(e);
+        return true;
+      }));
+      for (const Extent& e : old) {
+        record->data_bytes -= std::min<uint64_t>(record->data_bytes, e.length);
+        txn->delete_extent(plan.ino, e);
+        FRUGAL_TRY(chunks->drop_ref(*txn, e.chunk));
+      }
+    }
+    for (const Extent& e : plan.extents) {
+      record->data_bytes += e.length;
+      txn->put_extent(plan.ino, e);
+      FRUGAL_TRY(chunks->add_ref(*txn, e.chunk));
+    }
+    record->size = plan.size;
+    if (plan.mtime_ns) record->mtime_ns = *plan.mtime_ns;
+    if (plan.ctime_ns) record->ctime_ns = *plan.ctime_ns;
+    txn->put_inode(*record);
+  }
+  FRUGAL_TRY(writer.mark_unreferenced(*txn));
+  return txn->commit(sync);
+}
+
+// After a successful commit: the committing layers are dropped (the store
+// now holds their bytes) and their bytes no longer count as unflushed.
+void FileSystem::State::release_committed(Flush& flush) {
   uint64_t flushed = 0;
-  int64_t requeued_delta = 0;
-  for (Plan& plan : plans) {
+  for (Plan& plan : flush.plans) {
     {
       std::lock_guard lock(plan.state->mu);
-      if (result.ok()) {
-        plan.state->flushing.clear();
-        if (plan.state->write_seq == plan.write_seq) {
-          plan.state->mtime_ns.reset();
-          plan.state->ctime_ns.reset();
-        }
-        flushed += plan.bytes;
-      } else {
-        uint64_t counted = plan.state->dirty.bytes() + plan.state->flushing.bytes();
-        plan.state->dirty.merge_under(std::move(plan.state->flushing));
-        plan.state->flushing.clear();
-        requeued_delta += static_cast<int64_t>(plan.state->dirty.bytes()) - static_cast<int64_t>(counted);
-        if (!plan.state->deleted && plan.state->dirty_since_ns == 0) plan.state->dirty_since_ns = fs_now_ns();
+      plan.state->committing.clear();
+      plan.state->committing_active = false;
+      if (plan.state->write_seq == plan.write_seq) {
+        plan.state->mtime_ns.reset();
+        plan.state->ctime_ns.reset();
       }
-      plan.state->flushing_active = false;
+      flushed += plan.bytes;
+      plan.state->idle.notify_all();
+    }
+    inodes.evict_if_idle(plan.ino);
+  }
+  std::lock_guard lock(dirty_mu);
+  dirty_bytes -= std::min(dirty_bytes, flushed);
+  if (last_flush_error_seq <= flush.seq) last_flush_error = Status::Ok();  // not a later one's
+  dirty_cv.notify_all();
+}
+
+// After a failure: the layer's bytes go back under the writes that came
+// since, to be flushed again. (When a commit and the flush stored after it
+// both fail, the later flush's data is put back first, so the older bytes
+// end up beneath the newer.)
+void FileSystem::State::put_back(Flush& flush, Layer layer, const Status& why) {
+  int64_t requeued_delta = 0;
+  for (Plan& plan : flush.plans) {
+    {
+      std::lock_guard lock(plan.state->mu);
+      DirtyRanges& taken = layer == Layer::kFlushing ? plan.state->flushing : plan.state->committing;
+      uint64_t counted = plan.state->dirty.bytes() + taken.bytes();
+      plan.state->dirty.merge_under(std::move(taken));
+      taken.clear();
+      requeued_delta += static_cast<int64_t>(plan.state->dirty.bytes()) - static_cast<int64_t>(counted);
+      if (!plan.state->deleted && plan.state->dirty_since_ns == 0) plan.state->dirty_since_ns = fs_now_ns();
+      (layer == Layer::kFlushing ? plan.state->flushing_active : plan.state->committing_active) = false;
       plan.state->idle.notify_all();
     }
     inodes.evict_if_idle(plan.ino);
   }
   {
     std::lock_guard lock(dirty_mu);
-    int64_t delta = requeued_delta - static_cast<int64_t>(flushed);
-    dirty_bytes = delta < 0 ? dirty_bytes - std::min<uint64_t>(dirty_bytes, static_cast<uint64_t>(-delta))
-                            : dirty_bytes + static_cast<uint64_t>(delta);
-    last_flush_error = result;
+    dirty_bytes = requeued_delta < 0
+                      ? dirty_bytes - std::min<uint64_t>(dirty_bytes, static_cast<uint64_t>(-requeued_delta))
+                      : dirty_bytes + static_cast<uint64_t>(requeued_delta);
+    last_flush_error = why;
+    last_flush_error_seq = std::max(last_flush_error_seq, flush.seq);
     dirty_cv.notify_all();
   }
-  if (!result.ok()) log("flush failed, will retry: " + result.ToString());
+  log("flush failed, will retry: " + why.ToString());
+}
+
+// A stored flush's data moves from flushing to committing, so that the next
+// flush can take the writes that came since.
+static void hand_to_commit(std::vector<Plan>& plans) {
+  for (Plan& plan : plans) {
+    std::lock_guard lock(plan.state->mu);
+    uint64_t end = plan.min_start;
+    for (const Region& r : plan.regions) end = std::max(end, r.end);
+    plan.state->committing = std::move(plan.state->flushing);
+    plan.state->flushing.clear();
+    plan.state->flushing_active = false;
+    plan.state->committing_active = true;
+    plan.state->committing_end = end;
+  }
+}
+
+// Waits for the pending commit; the flush, if it failed (to be put back).
+std::shared_ptr<FileSystem::State::Flush> FileSystem::State::wait_commit_locked(Status* result) {
+  *result = Status::Ok();
+  if (!committing) return nullptr;
+  *result = committed.get();
+  std::shared_ptr<Flush> flush = std::move(committing);
+  committing.reset();
+  return result->ok() ? nullptr : flush;
+}
+
+Status FileSystem::State::join_commit_locked() {
+  Status result;
+  if (auto failed = wait_commit_locked(&result)) put_back(*failed, Layer::kCommitting, result);
   return result;
+}
+
+Status FileSystem::State::flush_locked(
+    const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& requested, bool sync) {
+  Status pending = join_commit_locked();
+  FRUGAL_ASSIGN_OR_RETURN(std::shared_ptr<Flush> flush, store_flush(requested, nullptr));
+  if (!flush) return sync ? meta->sync() : pending;
+  hand_to_commit(flush->plans);
+  Status result = commit_flush(*flush, sync);
+  if (result.ok()) {
+    release_committed(*flush);
+  } else {
+    put_back(*flush, Layer::kCommitting, result);
+  }
+  return result;
+}
+
+// The flusher stores flush N+1 while flush N syncs its packs and commits:
+// the volumes' sync (a cache flush of the devices, proportional to the bytes
+// written) overlaps hashing, compressing and writing the next packs, instead
+// of leaving the cores idle. Commits stay in order, one at a time.
+Status FileSystem::State::flush_pipelined_locked() {
+  auto stored = store_flush({}, committing.get());  // a failed one is put back
+  if (test_after_store) test_after_store();
+  Status earlier;
+  std::shared_ptr<Flush> failed = wait_commit_locked(&earlier);
+  const Status store_status = stored.ok() ? Status::Ok() : stored.status();
+  std::shared_ptr<Flush> flush = stored.ok() ? std::move(stored).value() : nullptr;
+  if (failed) {
+    // This flush may name the failed one's chunks: both are done again. The
+    // newer data goes back first, so that the older ends up beneath it.
+    if (flush) put_back(*flush, Layer::kFlushing, earlier);
+    put_back(*failed, Layer::kCommitting, earlier);
+    return earlier;
+  }
+  if (!flush) return store_status;
+  hand_to_commit(flush->plans);
+  auto commit = [this, flush]() noexcept -> Status {
+    Status result = commit_flush(*flush, false);
+    if (result.ok()) release_committed(*flush);
+    return result;
+  };
+  try {
+    committed = std::async(std::launch::async, commit);
+  } catch (const std::exception&) {  // no thread or no memory for one: commit here
+    std::promise<Status> done;
+    done.set_value(commit());
+    committed = done.get_future();
+  }
+  committing = flush;  // only now: committed is valid
+  return Status::Ok();
 }
 
 void FileSystem::State::request_flush() {
@@ -348,14 +548,24 @@ void FileSystem::State::request_flush() {
 
 void FileSystem::State::flusher_loop() {
   const auto interval_ns = static_cast<int64_t>(options.flush_interval_seconds * 1e9);
+  {
+    std::lock_guard lock(flush_mu);
+    last_collect_ns = fs_now_ns();  // the first collection: at a pause, or after kCollectEvery
+  }
   for (;;) {
-    bool requested;
+    bool requested = false;
+    bool stopping = false;
     {
       std::unique_lock lock(wake_mu);
       wake_cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return stop || flush_requested; });
-      if (stop) return;
+      stopping = stop;
       requested = flush_requested;
       flush_requested = false;
+    }
+    if (stopping) {  // (wake_mu released: writers take it under dirty_mu)
+      std::lock_guard lock(flush_mu);
+      join_commit_locked().IgnoreError();  // shutdown flushes what is back
+      return;
     }
     bool due = requested;
     if (!due) {
@@ -366,8 +576,17 @@ void FileSystem::State::flusher_loop() {
       }
     }
     std::lock_guard lock(flush_mu);
-    if (due) flush_locked({}, false).IgnoreError();  // logged; retried next round
+    if (due) flush_pipelined_locked().IgnoreError();  // logged; retried next round
+    // Collection and backups run with no commit pending (a collection must
+    // not remove a chunk a pending flush named): once writes pause and the
+    // last commit is done, or every kCollectEvery under a steady stream.
+    if (committing) {
+      const bool done = committed.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+      if (due ? fs_now_ns() - last_collect_ns < kCollectEveryNs : !done) continue;
+    }
+    join_commit_locked().IgnoreError();  // logged; retried next round
     Status collected = chunks->collect();
+    last_collect_ns = fs_now_ns();
     if (!collected.ok()) log("garbage collection: " + collected.ToString());
     const int64_t backup_every_ns = static_cast<int64_t>(options.backup_interval_seconds * 1e9);
     if (last_backup_ns == 0 || (backup_every_ns > 0 && fs_now_ns() - last_backup_ns >= backup_every_ns)) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <array>
 #include <condition_variable>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,6 +53,7 @@ struct FileSystem::State {
   std::condition_variable dirty_cv;
   uint64_t dirty_bytes = 0;
   Status last_flush_error;  // guarded by dirty_mu; reported to waiting writers
+  uint64_t last_flush_error_seq = 0;  // the flush it came from (Flush::seq)
 
   // One flush or collection at a time.
   std::mutex flush_mu;
@@ -72,6 +74,19 @@ struct FileSystem::State {
   // When the last metadata backup was written (guarded by flush_mu); 0
   // makes the flusher write one at its next round.
   int64_t last_backup_ns = 0;
+  // When chunks were last collected (guarded by flush_mu).
+  int64_t last_collect_ns = 0;
+
+  // A flush whose packs are written, being synced and committed on a thread
+  // of its own while the flusher stores the next (flusher.cc). Guarded by
+  // flush_mu; null when none is pending.
+  struct Flush;
+  std::shared_ptr<Flush> committing;
+  uint64_t flush_seq = 0;  // numbers the flushes (guarded by flush_mu)
+  std::future<Status> committed;
+  // See FileSystem::TEST_set_flush_hooks (set under flush_mu).
+  std::function<Status()> test_before_commit;
+  std::function<void()> test_after_store;
 
   std::once_flag shutdown_once;
   Status shutdown_status;
@@ -103,9 +118,25 @@ struct FileSystem::State {
   void account_dirty(int64_t delta);
 
   // --- flushing (flusher.cc) ---
-  // Flushes the given inodes (all dirty ones when empty); sync makes the
-  // commit durable. Caller holds flush_mu.
+  // Flushes the given inodes (all dirty ones when empty) and waits for its
+  // commit, and for any pending one first; sync makes the commit durable.
+  // Caller holds flush_mu.
   Status flush_locked(const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& targets, bool sync);
+  // The flusher's round: stores a flush of every dirty inode while the
+  // previous flush commits, then leaves this one's commit pending. Caller
+  // holds flush_mu.
+  Status flush_pipelined_locked();
+  // Waits for the pending commit, if any; a failed one puts its data back.
+  // Caller holds flush_mu.
+  Status join_commit_locked();
+  std::shared_ptr<Flush> wait_commit_locked(Status* result);
+  // Parts of a flush (flusher.cc).
+  Result<std::shared_ptr<Flush>> store_flush(
+      const std::vector<std::pair<uint64_t, InodeTable::Ptr>>& targets, const Flush* pending);
+  Status commit_flush(Flush& flush, bool sync);
+  void release_committed(Flush& flush);
+  enum class Layer { kFlushing, kCommitting };
+  void put_back(Flush& flush, Layer layer, const Status& why);
   void request_flush();
   void flusher_loop();
   // Writes a metadata backup (logged, not fatal, on failure). Caller holds

@@ -66,7 +66,7 @@ void InodeTable::evict_if_idle(uint64_t ino) {
   InodeState& s = *it->second;
   if (s.lookups > 0 || s.opens > 0) return;
   std::lock_guard state_lock(s.mu);
-  if (!s.dirty.empty() || s.flushing_active) return;
+  if (!s.dirty.empty() || s.busy()) return;
   s.detached = true;
   states_.erase(it);
 }

@@ -24,7 +24,7 @@ namespace frugalfs {
 
 struct InodeState {
   std::mutex mu;                // guards everything below
-  std::condition_variable idle; // notified when a flush of this inode ends
+  std::condition_variable idle; // notified when a flush or commit of this inode ends
   // Changed under both InodeTable::mu_ and mu, so either lock keeps them
   // still (an unlink holds mu to decide whether it may delete at once).
   uint64_t lookups = 0;
@@ -33,6 +33,12 @@ struct InodeState {
   DirtyRanges dirty;            // written since the last flush began
   DirtyRanges flushing;         // being flushed now (read-only meanwhile)
   bool flushing_active = false;
+  // Flushed, its commit pending (read-only meanwhile). The next flush takes
+  // only writes from committing_end on (the end of its last region), so
+  // that it plans against no extent the pending commit replaces.
+  DirtyRanges committing;
+  bool committing_active = false;
+  uint64_t committing_end = 0;
   std::optional<int64_t> mtime_ns;  // set by writes not yet committed
   std::optional<int64_t> ctime_ns;
   int64_t dirty_since_ns = 0;   // when dirty became non-empty
@@ -43,10 +49,14 @@ struct InodeState {
   // kernel still held lookups: getattr answers from it until the FORGET.
   std::optional<InodeRecord> removed;
 
-  // Waits until no flush of this inode is in progress.
+  // Waits until no flush of this inode is in progress or pending commit.
   void wait_idle(std::unique_lock<std::mutex>& lock) {
-    idle.wait(lock, [&] { return !flushing_active; });
+    ++idle_waiters;  // the flusher takes no new flush of the inode meanwhile
+    idle.wait(lock, [&] { return !busy(); });
+    --idle_waiters;
   }
+  uint32_t idle_waiters = 0;
+  bool busy() const { return flushing_active || committing_active; }
 };
 
 class InodeTable {

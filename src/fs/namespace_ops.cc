@@ -188,7 +188,7 @@ static Status remove_entry(FileSystem::State& s, uint64_t parent, std::string_vi
       FRUGAL_ASSIGN_OR_RETURN(bool empty, txn->dir_empty(child.ino));
       if (!empty) return Errorf(ENOTEMPTY, "directory '{}' is not empty", name);
     }
-    const bool delete_now = !S_ISDIR(child.mode) && state->opens == 0 && !state->flushing_active;
+    const bool delete_now = !S_ISDIR(child.mode) && state->opens == 0 && !state->busy();
     const int64_t now = fs_now_ns();
     txn->delete_dentry(parent, entry);
     touch_dir(dir, now);

@@ -771,8 +771,11 @@ Status PackStore::sync() {
   // A failed volume is not listed again: the writer's flush fails and is
   // retried on the other volumes, and the next sync must not fail for it
   // (FileVolume's failure is sticky), or one bad disk would stop all writes.
-  // (Writers of packs are serialized by the file system's flush lock, so no
-  // other writer's fragments can be left unreported on it.)
+  // (The file system's flusher may write the next flush's fragments while
+  // one syncs; a fragment put on the failed volume after the snapshot above
+  // lists it again, and the next sync fails for it once more. That next
+  // flush is put back anyway when this one fails: its commit may name this
+  // one's chunks. So a failing disk costs one more failed round, not data.)
   Status first;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (synced[i].ok()) continue;
