@@ -69,6 +69,11 @@ class Volume {
   // Makes durable every object that put_deferred stored before this call.
   // An error means some of them may be lost.
   virtual Status sync() { return Status::Ok(); }
+  // Volumes with the same sync domain are made durable by each other's
+  // sync() (local directories on one filesystem: syncfs covers all of it),
+  // so a writer syncs one of them. Distinct volumes have distinct domains
+  // unless they say otherwise.
+  virtual std::string sync_domain() const { return uri(); }
 
   // Reads up to out.size() bytes at offset into out and returns how many were
   // read (fewer only at the end of the object). ENOENT if there is no object.
@@ -154,6 +159,10 @@ class MemoryVolume : public Volume {
   void TEST_set_sync_error(Status error);
   // Syncs that returned ok.
   uint64_t TEST_sync_count() const;
+  // Puts the volume in a sync domain shared with others (only the name: a
+  // sync makes only this volume's objects durable).
+  void TEST_set_sync_domain(std::string domain);
+  std::string sync_domain() const override;
   size_t TEST_object_count() const;
   uint64_t TEST_total_bytes() const;
 

@@ -757,12 +757,22 @@ Status PackStore::sync() {
     ids.assign(s.unsynced.begin(), s.unsynced.end());
     s.unsynced.clear();
   }
-  std::vector<Status> synced(ids.size());
+  // One sync per domain (volumes on one filesystem share a syncfs), by the
+  // first of its volumes that took fragments.
+  std::map<std::string, std::vector<uint32_t>> domains;
+  for (uint32_t id : ids) {
+    Volume* volume = s.volumes.get(id);
+    domains[volume != nullptr ? volume->sync_domain() : s.volumes.uri(id)].push_back(id);
+  }
+  std::vector<std::vector<uint32_t>> groups;
+  for (auto& [domain, members] : domains) groups.push_back(std::move(members));
+  std::vector<Status> synced(groups.size());
   try {
-    parallel_for(ids.size(), ids.size(), [&](size_t i) {  // a thread per volume: syncs wait on I/O
-      Volume* volume = s.volumes.get(ids[i]);
+    parallel_for(groups.size(), groups.size(), [&](size_t i) {  // a thread per domain: syncs wait on I/O
+      const uint32_t id = groups[i].front();
+      Volume* volume = s.volumes.get(id);
       synced[i] = volume == nullptr ? Errorf(EIO, "volume {} went offline before its fragments were "
-                                                  "synced", s.volumes.uri(ids[i]))
+                                                  "synced", s.volumes.uri(id))
                                     : volume->sync();
     });
   } catch (const std::exception& e) {
@@ -771,15 +781,16 @@ Status PackStore::sync() {
   // A failed volume is not listed again: the writer's flush fails and is
   // retried on the other volumes, and the next sync must not fail for it
   // (FileVolume's failure is sticky), or one bad disk would stop all writes.
+  // A failed sync fails every volume of its domain.
   // (The file system's flusher may write the next flush's fragments while
   // one syncs; a fragment put on the failed volume after the snapshot above
   // lists it again, and the next sync fails for it once more. That next
   // flush is put back anyway when this one fails: its commit may name this
   // one's chunks. So a failing disk costs one more failed round, not data.)
   Status first;
-  for (size_t i = 0; i < ids.size(); ++i) {
+  for (size_t i = 0; i < groups.size(); ++i) {
     if (synced[i].ok()) continue;
-    s.volumes.avoid_for_writes(ids[i], synced[i]);
+    for (uint32_t id : groups[i]) s.volumes.avoid_for_writes(id, synced[i]);
     if (first.ok()) first = synced[i];
   }
   return first;

@@ -1042,6 +1042,30 @@ TEST_CASE("PackStore: a volume whose sync fails is reported and kept out of writ
   CHECK(c.store->sync().ok());
 }
 
+TEST_CASE("PackStore: volumes that share a sync domain are synced once; a failed sync fails them "
+          "all") {
+  std::mt19937_64 rng(15);
+  Cluster c(4, 2, 2);
+  c.mem[100]->TEST_set_sync_domain("dev:8:1");
+  c.mem[101]->TEST_set_sync_domain("dev:8:1");
+  c.mem[102]->TEST_set_sync_domain("dev:8:1");  // 103 is on a filesystem of its own
+  const auto a = random_bytes(rng, 30000);
+  REQUIRE(c.store->write(1, a, PackStore::Durability::kAtSync).ok());
+  REQUIRE(c.store->sync().ok());
+  uint64_t shared = 0;
+  for (uint32_t id = 100; id < 103; ++id) shared += c.mem[id]->TEST_sync_count();
+  CHECK(shared == 1);
+  CHECK(c.mem[103]->TEST_sync_count() == 1);
+
+  // The domain's sync fails (whichever member runs it): all three are out.
+  for (uint32_t id = 100; id < 103; ++id) {
+    c.mem[id]->TEST_set_sync_error(Errorf(EIO, "mem://vol{}: sync: injected", id));
+  }
+  REQUIRE(c.store->write(2, a, PackStore::Durability::kAtSync).ok());
+  CHECK(c.store->sync().code() == EIO);
+  CHECK(c.set.choose(4) == std::vector<uint32_t>{103});
+}
+
 TEST_CASE("PackStore::verify reports each problem with pack, fragment and volume") {
   std::mt19937_64 rng(12);
   Cluster c(4, 2, 2);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -95,6 +96,10 @@ FileIo& FileIo::system() {
 FileVolume::FileVolume(std::string root, std::string uri, FileIo& io)
     : root_(std::move(root)), uri_(std::move(uri)), io_(io) {
   root_fd_ = open_noeintr(io_, root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+  sync_domain_ = root_fd_ >= 0 && ::fstat(root_fd_, &st) == 0
+                     ? fmt::format("dev:{}:{}", major(st.st_dev), minor(st.st_dev))
+                     : uri_;  // its sync fails anyway
 }
 
 FileVolume::~FileVolume() {

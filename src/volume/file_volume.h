@@ -57,6 +57,8 @@ class FileVolume : public Volume {
   // flush for everything written since (other files on that filesystem
   // included). Its errors are those of writeback since the last sync.
   Status sync() override;
+  // The filesystem the volume's directory is on ("dev:MAJOR:MINOR").
+  std::string sync_domain() const override { return sync_domain_; }
   Result<size_t> read(std::string_view name, uint64_t offset, std::span<uint8_t> out) override;
   // Asks the kernel to read the range into the page cache (WILLNEED).
   void prefetch(std::string_view name, uint64_t offset, uint64_t len) override;
@@ -128,6 +130,7 @@ class FileVolume : public Volume {
   // The root, open from the start so that syncfs reports every writeback
   // error since (-1 if it could not be opened: sync then fails).
   int root_fd_ = -1;
+  std::string sync_domain_;  // set with root_fd_
   std::mutex dirs_mu_;  // held while making the fan-out directories
   std::mutex sync_mu_;
   Status sync_failure_;  // sticky: objects put before a failed sync may be lost

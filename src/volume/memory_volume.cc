@@ -37,6 +37,7 @@ struct MemoryVolume::State {
   std::set<std::string, std::less<>> unsynced;               // guarded by mu
   Status sync_error;                                         // guarded by mu
   uint64_t syncs = 0;                                        // guarded by mu
+  std::string sync_domain;                                   // guarded by mu; empty: the uri
 
   // Requires mu. Forgets an object, and that it awaited a sync.
   void erase(std::map<std::string, MemoryObject, std::less<>>::iterator it) {
@@ -58,6 +59,16 @@ MemoryVolume::MemoryVolume(std::string uri) : state_(std::make_unique<State>(std
 MemoryVolume::~MemoryVolume() = default;
 
 std::string MemoryVolume::uri() const { return state_->uri; }
+
+void MemoryVolume::TEST_set_sync_domain(std::string domain) {
+  std::lock_guard lock(state_->mu);
+  state_->sync_domain = std::move(domain);
+}
+
+std::string MemoryVolume::sync_domain() const {
+  std::lock_guard lock(state_->mu);
+  return state_->sync_domain.empty() ? state_->uri : state_->sync_domain;
+}
 
 Status MemoryVolume::put(std::string_view name, std::span<const uint8_t> data) {
   std::lock_guard lock(state_->mu);

@@ -760,6 +760,31 @@ TEST_CASE("file volume: an object is durable when put returns, a removal when re
   }
 }
 
+TEST_CASE("file volumes on one filesystem share a sync domain: one's sync makes the other's "
+          "objects durable") {
+  TempDir dir{"frugalfs-vol"};
+  fs::create_directories(dir.path() + "/a");
+  fs::create_directories(dir.path() + "/b");
+  PowerLossModel io(dir.path());
+  FileVolume a(dir.path() + "/a", "file://a", io), b(dir.path() + "/b", "file://b", io);
+  CHECK(a.sync_domain() == b.sync_domain());
+  CHECK(a.sync_domain().starts_with("dev:"));
+  REQUIRE(b.put("frag-0000000000000001-0", bytes_of("durable")).ok());  // makes b's directories
+  REQUIRE(b.put_deferred("frag-0000000000000002-0", bytes_of("deferred")).ok());
+  const std::string path = b.TEST_object_dir("frag-0000000000000002-0") + "/frag-0000000000000002-0";
+  CHECK_FALSE(io.survives(path));
+  REQUIRE(a.sync().ok());
+  CHECK(io.survives(path));
+  if (fs::is_directory("/dev/shm")) {  // another filesystem, where there is one
+    struct stat here, shm;
+    REQUIRE(::stat(dir.path().c_str(), &here) == 0);
+    REQUIRE(::stat("/dev/shm", &shm) == 0);
+    if (here.st_dev != shm.st_dev) CHECK(FileVolume("/dev/shm", "file:///dev/shm").sync_domain() != a.sync_domain());
+  }
+  // A volume whose directory cannot be opened is a domain of its own.
+  CHECK(FileVolume(dir.path() + "/missing", "file://missing").sync_domain() == "file://missing");
+}
+
 TEST_CASE("file volume: an object put deferred is readable at once and durable once sync returns") {
   TempDir dir{"frugalfs-vol"};
   PowerLossModel io(dir.path());
