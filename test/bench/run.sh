@@ -292,4 +292,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f",
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
     "kernel $(uname -r), $(df -h --output=source,fstype /var/tmp | tail -1 | awk '{print $2}') at /var/tmp;" \
     "$(date -u +%Y-%m-%d); $((SECONDS - T_START)) s."
+  echo
+  echo "Every run, in order (disk; passthrough; zfs-fuse; frugalfs):"
+  echo
+  for w in "${WORKLOADS[@]}"; do
+    echo "- $w: ${R[disk,$w]:--}; ${R[passthrough,$w]:--}; ${R[zfs,$w]:--}; ${R[frugalfs,$w]:--}"
+  done
 } | tee "$OUT"
