@@ -7,8 +7,8 @@
 //
 // Events, one line each, written before the call returns: M path (mkdir),
 // C path (created by open), S path (fsync of a file or directory), Y path
-// (syncfs through a descriptor of the watched volume: everything before it
-// is durable), R from to (rename), U path grave (unlink, done as a rename
+// (syncfs through a descriptor on the watched volume's filesystem: everything
+// before it is durable), R from to (rename), U path grave (unlink, done as a rename
 // into DIR.grave so that a power loss can bring the file back). Other paths
 // pass straight through.
 #include <dlfcn.h>
@@ -118,9 +118,19 @@ int fsync(int fd) {
   return log_sync(real(fd), fd, "S ");
 }
 
+// syncfs makes the whole filesystem durable, whichever volume's descriptor
+// it goes through: the daemon syncs once per filesystem, not per volume.
 int syncfs(int fd) {
   static auto real = next<int (*)(int)>("syncfs");
-  return log_sync(real(fd), fd, "Y ");
+  int rc = real(fd);
+  Shim& s = shim();
+  struct stat through, watched;
+  if (rc == 0 && s.log_fd >= 0 && ::fstat(fd, &through) == 0 && ::stat(s.dir.c_str(), &watched) == 0 &&
+      through.st_dev == watched.st_dev) {
+    std::lock_guard lock(s.mu);
+    s.event("Y " + s.dir);
+  }
+  return rc;
 }
 
 int close(int fd) {
