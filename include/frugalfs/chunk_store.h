@@ -103,6 +103,13 @@ class ChunkStore {
     // After the caller's add_ref calls in the same txn: marks the new chunks
     // that no extent names as garbage.
     Status mark_unreferenced(MetaStore::Txn& txn);
+    // After a failure, when no commit of this writer was attempted: waits
+    // for the pack writes in flight and removes every pack the writer wrote
+    // (no record names them; a failed flush would otherwise leave them
+    // behind, and a full volume could never free itself). Best effort: a
+    // fragment it cannot remove is left for fsck --repair. Returns how many
+    // packs it removed. The writer can be used for nothing afterwards.
+    size_t discard();
     // Bytes of new chunks stored (after compression) and of chunks deduplicated.
     uint64_t stored_bytes() const;
     uint64_t deduplicated_bytes() const;

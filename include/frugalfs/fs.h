@@ -70,6 +70,7 @@ struct FsStats {
   uint64_t block_size = 4096;
   uint64_t total_blocks = 0;  // usable capacity in block_size units
   uint64_t free_blocks = 0;
+  uint64_t available_blocks = 0;  // free_blocks less the volumes' reserve (VolumeSet::reserve_of)
   uint64_t total_files = 0;
   uint64_t free_files = 0;
   uint32_t name_max = 255;

@@ -73,16 +73,35 @@ class VolumeSet {
   size_t online_count() const;
   void mark_offline(uint32_t id, const Status& why);
   // After a failed put: choose() skips the volume for a while (it may be
-  // full or failing), but it stays online for reads.
+  // failing), but it stays online for reads. A put that failed with ENOSPC
+  // marks the volume full instead: it is skipped until its space() reports
+  // room again (asked every few seconds).
   void avoid_for_writes(uint32_t id, const Status& why);
 
   // Picks `count` distinct online volumes, the emptiest first (by the device's
   // free space, refreshed now and then, minus bytes put since), so volumes of
   // different sizes fill evenly. Returns fewer than `count` ids when fewer
   // volumes are online; the caller decides whether that is enough.
-  std::vector<uint32_t> choose(size_t count);
-  // Tells the placement that `bytes` were just written to volume id.
-  void account_put(uint32_t id, uint64_t bytes);
+  // Each volume picked is counted as taking bytes_each at once (so that
+  // writes in flight side by side see each other). With keep_reserve (data),
+  // a volume marked full, or whose free space would fall below its reserve
+  // (reserve_of), is not picked; without it (metadata backups) any online
+  // volume may be, full or not. *short_of_room, if given, is set to the
+  // number of online volumes left out for lack of room.
+  std::vector<uint32_t> choose(size_t count, bool keep_reserve = false, uint64_t bytes_each = 0,
+                               size_t* short_of_room = nullptr);
+  // The free space data leaves on a volume of total_bytes, for metadata
+  // backups (which let the space of deleted data go, even when the
+  // filesystem is full): 1%, at least 4 MiB, at most a quarter of it.
+  static uint64_t reserve_of(uint64_t total_bytes);
+  // The data bytes that volumes with room[i] bytes each can take when every
+  // pack puts one fragment on each of n distinct volumes: k times the
+  // largest per-volume share s with sum(min(room[i], s)) >= n * s (room on a
+  // volume larger than all the others together cannot be used).
+  static uint64_t storable_bytes(const std::vector<uint64_t>& room, uint64_t k, uint64_t n);
+  // True when an online volume is marked full or, as last known, has less
+  // than twice its reserve free.
+  bool near_full() const;
 
  private:
   struct State;
@@ -112,9 +131,12 @@ class PackStore {
   // fewer than k+m volumes are online the pack is written degraded (the
   // missing fragments are placed on offline volumes and repaired later) as
   // long as at least k fragments are written; otherwise the fragments
-  // written are removed and EIO returned.
+  // written are removed and EIO returned (ENOSPC when volumes lack room).
+  // Data packs leave each volume's reserve free (VolumeSet::reserve_of);
+  // metadata backups may use it.
+  enum class Room { kData, kReserve };
   Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack,
-                           Durability durability = Durability::kNow);
+                           Durability durability = Durability::kNow, Room room = Room::kData);
 
   // Makes durable the fragments of every pack written kAtSync before this
   // call: syncs, in parallel, each volume that took one since the last sync.

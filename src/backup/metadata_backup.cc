@@ -162,7 +162,10 @@ Result<BackupResult> write_metadata_backup(MetaStore& meta, PackStore& packs, co
   result.raw_bytes = encoder.raw_bytes();
   result.stored_bytes = blob.size();
 
-  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, packs.write(result.backup_id, blob));
+  // From the volumes' reserve if need be: this backup is what lets the
+  // retired packs go, so it must be written when data no longer can be.
+  FRUGAL_ASSIGN_OR_RETURN(PackLayout layout, packs.write(result.backup_id, blob, PackStore::Durability::kNow,
+                                                         PackStore::Room::kReserve));
   const size_t prune = backups.size() + 1 > options.keep ? backups.size() + 1 - options.keep : 0;
   {
     auto txn = meta.begin();

@@ -338,6 +338,7 @@ struct ChunkStore::PackWriter::State {
   const State* earlier = nullptr;  // see new_writer
   bool written_out = false;
   bool synced = false;
+  bool discarded = false;
 
   Status append(const PackEntry& entry, std::span<const uint8_t> stored_bytes);
   Result<bool> is_new(const Sha256& id, size_t size);
@@ -352,6 +353,9 @@ struct ChunkStore::PackWriter::State {
   Status write_all();
   // write_all, then makes the packs durable.
   Status make_durable();
+  // After a failure, before any commit naming them: waits for the writes in
+  // flight and removes the packs written. Returns how many it removed.
+  size_t remove_written();
 
   struct InFlight {
     uint64_t pack_id = 0;
@@ -588,6 +592,7 @@ Status ChunkStore::PackWriter::finish(std::span<const uint8_t> manifest) {
 
 Status ChunkStore::PackWriter::stage(MetaStore::Txn& txn) {
   State& s = *state_;
+  if (s.discarded) return Errorf(EINVAL, "PackWriter::stage after discard");
   if (!s.synced) return Errorf(EINVAL, "PackWriter::stage before sync");
   for (const PackRecord& pack : s.sealed) txn.put_pack(pack);
   for (const ChunkRecord& chunk : s.new_chunks) txn.put_chunk(chunk);
@@ -611,6 +616,25 @@ Status ChunkStore::PackWriter::mark_unreferenced(MetaStore::Txn& txn) {
     }
   }
   return Status::Ok();
+}
+
+size_t ChunkStore::PackWriter::State::remove_written() {
+  drain().IgnoreError();  // a failed write removed its own fragments
+  size_t removed = 0;
+  for (const PackRecord& pack : sealed) {
+    if (store.packs.remove(pack.layout).ok()) ++removed;
+  }
+  sealed.clear();
+  new_chunks.clear();
+  return removed;
+}
+
+size_t ChunkStore::PackWriter::discard() {
+  State& s = *state_;
+  s.discarded = true;
+  s.written_out = true;  // no more adds
+  s.earlier = nullptr;
+  return s.remove_written();
 }
 
 uint64_t ChunkStore::PackWriter::stored_bytes() const { return state_->stored; }
@@ -661,9 +685,15 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
       return Errorf(EIO, "compacting pack {:016x}: chunk {} fails its checksum", pack_id,
                     chunk_name(e.id));
     }
-    FRUGAL_TRY(writer.append(e, stored));
+    if (Status appended = writer.append(e, stored); !appended.ok()) {
+      writer.remove_written();
+      return appended;
+    }
   }
-  FRUGAL_TRY(writer.make_durable());
+  if (Status durable = writer.make_durable(); !durable.ok()) {
+    writer.remove_written();  // (a full disk would otherwise keep them at every try)
+    return durable;
+  }
 
   {
     auto txn = meta.begin();
@@ -726,8 +756,17 @@ Status ChunkStore::collect() {
     std::lock_guard lock(s.mu);
     candidates.swap(s.packs_losing_bytes);
   }
+  Status out_of_space;
   for (auto it = candidates.begin(); it != candidates.end(); it = candidates.erase(it)) {
     Status done = s.collect_pack(*it);
+    if (done.code() == ENOSPC) {
+      // A compaction that found no room: the packs left empty (which free
+      // space without writing any) must not wait behind it.
+      if (out_of_space.ok()) out_of_space = done;
+      std::lock_guard lock(s.mu);
+      s.packs_losing_bytes.insert(*it);
+      continue;
+    }
     if (!done.ok()) {
       // Keep this candidate and the ones not reached for the next round.
       std::lock_guard lock(s.mu);
@@ -735,7 +774,7 @@ Status ChunkStore::collect() {
       return done;
     }
   }
-  return Status::Ok();
+  return out_of_space;
 }
 
 Status ChunkStore::State::collect_pack(uint64_t pack_id) {

@@ -618,6 +618,38 @@ TEST_CASE("write_out leaves the packs to sync: a power loss before sync takes th
   }
 }
 
+TEST_CASE("discard removes every pack a failed writer wrote, and nothing else") {
+  Env env(256 << 10);
+  std::mt19937_64 rng(19);
+  // A committed pack first: discard must leave it alone.
+  {
+    auto first = env.store->new_writer();
+    REQUIRE(first->add(random_bytes(rng, 50000)).ok());
+    REQUIRE(first->finish().ok());
+    auto txn = env.meta->begin();
+    REQUIRE(first->stage(*txn).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  size_t committed_objects = 0;
+  for (MemoryVolume* v : env.mem) committed_objects += v->TEST_object_count();
+  CHECK(committed_objects == 4);
+
+  auto writer = env.store->new_writer();
+  for (int i = 0; i < 6; ++i) REQUIRE(writer->add(random_bytes(rng, 60000 + i)).ok());
+  size_t written = 0;
+  SUBCASE("after write_out: both packs") {
+    REQUIRE(writer->write_out().ok());
+    written = 2;
+  }
+  SUBCASE("before: the full pack (its write may be in flight), not the open one") { written = 1; }
+  CHECK(writer->discard() == written);
+  size_t objects = 0;
+  for (MemoryVolume* v : env.mem) objects += v->TEST_object_count();
+  CHECK(objects == committed_objects);
+  CHECK(writer->stage(*env.meta->begin()).code() == EINVAL);
+  CHECK(writer->add(random_bytes(rng, 1000)).status().code() == EINVAL);
+}
+
 TEST_CASE("a writer made after an earlier one, whose commit is pending, names the earlier one's "
           "chunks instead of storing them again") {
   Env env;

@@ -302,6 +302,15 @@ Result<size_t> FileSystem::write(uint64_t ino, uint64_t fh, uint64_t offset,
     std::lock_guard lock(s.handles_mu);
     if (auto it = s.handles.find(fh); it != s.handles.end()) flags = it->second.flags;
   }
+  {
+    // Out of space: new data is refused at once (as a full disk refuses a
+    // write), rather than buffered where a crash or an unmount would lose it
+    // after the write was acknowledged. What is buffered already stays and
+    // is retried; the error stands until a flush succeeds or nothing is left
+    // to flush (see flusher_loop).
+    std::lock_guard lock(s.dirty_mu);
+    if (s.last_flush_error.code() == ENOSPC) return s.last_flush_error;
+  }
   FRUGAL_ASSIGN_OR_RETURN(InodeTable::Ptr state, s.state_for(ino));
   {
     std::lock_guard lock(state->mu);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <vector>
 
 #include "fs/fs_state.h"
 #include "fs/volume_attach.h"
@@ -245,19 +246,22 @@ Result<std::string> FileSystem::readlink(uint64_t ino) {
 Result<FsStats> FileSystem::statfs() {
   State& s = *state_;
   FsStats st;
-  uint64_t total = 0, free = 0;
+  std::vector<uint64_t> total, free, available;
   for (uint32_t id : s.volumes.ids()) {
     Volume* v = s.volumes.get(id);
     if (!v) continue;
     auto space = v->space();
     if (!space.ok()) continue;
-    total += space->total_bytes;
-    free += space->free_bytes;
+    total.push_back(space->total_bytes);
+    free.push_back(space->free_bytes);
+    const uint64_t reserve = VolumeSet::reserve_of(space->total_bytes);
+    available.push_back(space->free_bytes > reserve ? space->free_bytes - reserve : 0);
   }
-  // Every byte stored costs (k+m)/k bytes of raw capacity.
+  // Every byte stored costs (k+m)/k bytes of raw capacity, on k+m volumes.
   const uint64_t k = s.sb.data_fragments, n = s.sb.data_fragments + s.sb.parity_fragments;
-  st.total_blocks = total / n * k / st.block_size;
-  st.free_blocks = free / n * k / st.block_size;
+  st.total_blocks = VolumeSet::storable_bytes(total, k, n) / st.block_size;
+  st.free_blocks = VolumeSet::storable_bytes(free, k, n) / st.block_size;
+  st.available_blocks = VolumeSet::storable_bytes(available, k, n) / st.block_size;
   st.total_files = uint64_t{1} << 32;
   st.free_files = st.total_files / 2;
   return st;

@@ -35,6 +35,9 @@ namespace {
 // How often the flusher collects garbage while writes keep it busy (a
 // collection waits for the pending commit, so it pauses the pipeline).
 constexpr int64_t kCollectEveryNs = 10'000'000'000;
+// How often, at most, the flusher writes a metadata backup while short of
+// space and packs were retired since the last (each lets those packs go).
+constexpr int64_t kBackupWhenOutOfSpaceNs = 10'000'000'000;
 
 struct Region {
   uint64_t start = 0;
@@ -153,6 +156,10 @@ struct FileSystem::State::Flush {
   uint64_t seq = 0;  // in the order flushes were stored
   std::vector<Plan> plans;
   std::unique_ptr<ChunkStore::PackWriter> writer;
+  // Set just before the metadata commit: once it is tried, a failure may
+  // still have made it durable (a log write that failed only to sync), so
+  // the packs it names must stay.
+  bool commit_tried = false;
 };
 
 // For an inode whose pending commit ends where its next writes start: copies
@@ -397,6 +404,7 @@ Status FileSystem::State::commit_flush(Flush& flush, bool sync) {
     txn->put_inode(*record);
   }
   FRUGAL_TRY(writer.mark_unreferenced(*txn));
+  flush.commit_tried = true;
   return txn->commit(sync);
 }
 
@@ -425,10 +433,14 @@ void FileSystem::State::release_committed(Flush& flush) {
 }
 
 // After a failure: the layer's bytes go back under the writes that came
-// since, to be flushed again. (When a commit and the flush stored after it
+// since, to be flushed again, and the packs written for them are removed
+// (unless the commit was tried). (When a commit and the flush stored after it
 // both fail, the later flush's data is put back first, so the older bytes
 // end up beneath the newer.)
 void FileSystem::State::put_back(Flush& flush, Layer layer, const Status& why) {
+  size_t removed = 0;
+  if (flush.writer && !flush.commit_tried) removed = flush.writer->discard();
+  if (why.code() == ENOSPC) short_of_space = true;
   int64_t requeued_delta = 0;
   for (Plan& plan : flush.plans) {
     {
@@ -453,7 +465,8 @@ void FileSystem::State::put_back(Flush& flush, Layer layer, const Status& why) {
     last_flush_error_seq = std::max(last_flush_error_seq, flush.seq);
     dirty_cv.notify_all();
   }
-  log("flush failed, will retry: " + why.ToString());
+  log(fmt::format("flush failed, will retry: {}{}", why.ToString(),
+                  removed > 0 ? fmt::format(" ({} packs written for it removed)", removed) : ""));
 }
 
 // A stored flush's data moves from flushing to committing, so that the next
@@ -577,6 +590,12 @@ void FileSystem::State::flusher_loop() {
     }
     std::lock_guard lock(flush_mu);
     if (due) flush_pipelined_locked().IgnoreError();  // logged; retried next round
+    {
+      // Nothing left to flush (the files whose flush failed were deleted, or
+      // truncated): no failure stands any more.
+      std::lock_guard dirty_lock(dirty_mu);
+      if (dirty_bytes == 0 && !committing) last_flush_error = Status::Ok();
+    }
     // Collection and backups run with no commit pending (a collection must
     // not remove a chunk a pending flush named): once writes pause and the
     // last commit is done, or every kCollectEvery under a steady stream.
@@ -589,8 +608,20 @@ void FileSystem::State::flusher_loop() {
     last_collect_ns = fs_now_ns();
     if (!collected.ok()) log("garbage collection: " + collected.ToString());
     const int64_t backup_every_ns = static_cast<int64_t>(options.backup_interval_seconds * 1e9);
-    if (last_backup_ns == 0 || (backup_every_ns > 0 && fs_now_ns() - last_backup_ns >= backup_every_ns)) {
-      backup_locked().IgnoreError();  // logged; retried next round
+    // Deleted data frees its packs only with a backup that no longer names
+    // them (they are retired until then): short of space, back up soon.
+    const ChunkStore::Counters counters = chunks->counters();
+    const uint64_t retired = counters.packs_deleted + counters.packs_compacted;
+    if (volumes.near_full()) short_of_space = true;
+    const int64_t now = fs_now_ns();
+    const bool free_retired = short_of_space && retired != retired_at_backup &&
+                              now - last_backup_try_ns >= kBackupWhenOutOfSpaceNs;
+    if (last_backup_ns == 0 || (backup_every_ns > 0 && now - last_backup_ns >= backup_every_ns) || free_retired) {
+      last_backup_try_ns = now;
+      if (backup_locked().ok()) {  // (a failure is logged; retried later)
+        retired_at_backup = retired;
+        short_of_space = false;
+      }
     }
   }
 }

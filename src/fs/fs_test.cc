@@ -32,6 +32,7 @@
 #include "frugalfs/chunking.h"
 #include "frugalfs/hash.h"
 #include "frugalfs/meta.h"
+#include "frugalfs/stripe.h"
 #include "frugalfs/volume.h"
 #include "test_support.h"
 
@@ -2067,6 +2068,10 @@ TEST_CASE("statfs is sane") {
   CHECK(st->block_size == 4096);
   CHECK(st->total_blocks > 0);
   CHECK(st->free_blocks <= st->total_blocks);
+  // The reserve kept for metadata backups is not available to data.
+  const uint64_t reserve_blocks = VolumeSet::reserve_of(stdfs::space(fx.dir.path()).capacity) / 4096;
+  CHECK(st->available_blocks < st->free_blocks);
+  CHECK(st->available_blocks + 2 * reserve_blocks + 4096 >= st->free_blocks);  // 4 x reserve, at k/(k+m)
   CHECK(st->free_files <= st->total_files);
   CHECK(st->name_max == 255);
   // Four volumes on one device: the usable capacity is about half of 4x it.

@@ -14,7 +14,7 @@ void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
     st.f_frsize = stats->block_size;
     st.f_blocks = stats->total_blocks;
     st.f_bfree = stats->free_blocks;
-    st.f_bavail = stats->free_blocks;
+    st.f_bavail = stats->available_blocks;
     st.f_files = stats->total_files;
     st.f_ffree = stats->free_files;
     st.f_favail = stats->free_files;

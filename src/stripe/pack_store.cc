@@ -235,7 +235,7 @@ struct PackStore::State {
                              ReadPattern pattern);
   void note_degraded_write(uint64_t pack_id, int durable, int total,
                            const std::vector<uint32_t>& missing);
-  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack, Durability durability);
+  Result<PackLayout> write(uint64_t pack_id, std::span<const uint8_t> pack, Durability durability, Room room);
   Status verify(const PackLayout& layout, std::vector<std::string>* problems);
   // Asks the volume to fetch payload bytes [begin, end) of fragment `index`
   // (whole blocks), and the header and table before them unless cached.
@@ -458,7 +458,8 @@ void PackStore::State::note_degraded_write(uint64_t pack_id, int durable, int to
 }
 
 Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uint8_t> pack,
-                                           Durability durability) {
+                                           Durability durability, Room room) {
+  const bool keep_reserve = room == Room::kData;
   const int k = code->data_fragments();
   const int m = code->parity_fragments();
   const size_t n = static_cast<size_t>(k + m);
@@ -475,8 +476,18 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
 
   // Placement: the emptiest online volumes; fragments that find no online
   // volume go to distinct offline ones and are left for repair.
-  layout.volumes = volumes.choose(n);
+  size_t short_of_room = 0;
+  const uint64_t fragment_bytes = stripe::fragment_object_size(layout);
+  layout.volumes = volumes.choose(n, keep_reserve, fragment_bytes, &short_of_room);
   const size_t online = layout.volumes.size();
+  // Volumes that are otherwise fine but full: the filesystem is out of space.
+  // A data pack is not written degraded for that (only for volumes that are
+  // down): it would quietly survive fewer losses than promised.
+  if (short_of_room > 0 && online < (keep_reserve ? n : static_cast<size_t>(k))) {
+    return Errorf(ENOSPC, "pack {:016x}: {} volume(s) full{}, only {} with room; RS({},{}) needs {}", pack_id,
+                  short_of_room, keep_reserve ? " (or down to the reserve kept for metadata)" : "", online, k, m,
+                  keep_reserve ? n : static_cast<size_t>(k));
+  }
   if (online < static_cast<size_t>(k)) {
     return Errorf(EIO, "pack {:016x}: only {} volume(s) online, RS({},{}) needs at least {}",
                   pack_id, online, k, m, k);
@@ -565,7 +576,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
   }
   if (!failed.empty()) {
     std::vector<size_t> retry;
-    for (uint32_t id : volumes.choose(volumes.ids().size())) {
+    for (uint32_t id : volumes.choose(volumes.ids().size(), keep_reserve, fragment_bytes)) {
       if (retry.size() == failed.size()) break;
       if (std::find(layout.volumes.begin(), layout.volumes.end(), id) == layout.volumes.end()) {
         layout.volumes[failed[retry.size()]] = id;
@@ -587,7 +598,11 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
       missing.push_back(layout.volumes[i]);
     }
   }
-  if (durable < k) {
+  // A fragment refused for lack of room fails a data pack (see above).
+  const bool refused_for_room =
+      keep_reserve && std::any_of(put_status.begin(), put_status.end(),
+                                  [](const Status& s) { return s.code() == ENOSPC; }) && durable < static_cast<int>(n);
+  if (durable < k || refused_for_room) {
     std::string why;
     for (size_t i = 0; i < n; ++i) {
       if (written[i]) {
@@ -602,10 +617,7 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
     const bool full = std::any_of(put_status.begin(), put_status.end(),
                                   [](const Status& s) { return s.code() == ENOSPC; });
     return Errorf(full ? ENOSPC : EIO, "pack {:016x}: only {} of {} fragments written, {} needed{}",
-                  pack_id, durable, n, k, why);
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (written[i]) volumes.account_put(layout.volumes[i], object_size);
+                  pack_id, durable, n, refused_for_room ? n : static_cast<size_t>(k), why);
   }
   if (static_cast<size_t>(durable) < n) {
     note_degraded_write(pack_id, durable, static_cast<int>(n), missing);
@@ -739,9 +751,9 @@ int PackStore::k() const { return state_->code->data_fragments(); }
 int PackStore::m() const { return state_->code->parity_fragments(); }
 
 Result<PackLayout> PackStore::write(uint64_t pack_id, std::span<const uint8_t> pack,
-                                    Durability durability) {
+                                    Durability durability, Room room) {
   try {
-    return state_->write(pack_id, pack, durability);
+    return state_->write(pack_id, pack, durability, room);
   } catch (const std::bad_alloc&) {
     return Errorf(ENOMEM, "pack {:016x}: out of memory writing {} bytes", pack_id, pack.size());
   } catch (const std::exception& e) {

@@ -1117,6 +1117,98 @@ TEST_CASE("PackStore::verify reports each problem with pack, fragment and volume
   CHECK(c.store->verify(*layout, &problems).code() == EIO);
 }
 
+// A memory volume of `total` bytes, of which `taken` are used by others: its
+// puts fail with ENOSPC beyond that, as a small disk's would.
+struct SmallVolume : MemoryVolume {
+  SmallVolume(std::string uri, uint64_t total) : MemoryVolume(std::move(uri)), total(total) {}
+  uint64_t total;
+  std::atomic<uint64_t> taken{0};
+  Status put(std::string_view name, std::span<const uint8_t> data) override {
+    if (taken + TEST_total_bytes() + data.size() > total) return Errorf(ENOSPC, "put {}: small volume full", name);
+    return MemoryVolume::put(name, data);
+  }
+  Status put_deferred(std::string_view name, std::span<const uint8_t> data) override {
+    if (taken + TEST_total_bytes() + data.size() > total) return Errorf(ENOSPC, "put {}: small volume full", name);
+    return MemoryVolume::put_deferred(name, data);
+  }
+  Result<SpaceInfo> space() override {
+    const uint64_t used = std::min(total, taken + TEST_total_bytes());
+    return SpaceInfo{total, total - used};
+  }
+};
+
+TEST_CASE("VolumeSet: the reserve is data's limit but not a backup's; a full volume waits for room") {
+  std::mt19937_64 rng(23);
+  constexpr uint64_t kTotal = 100 << 20;
+  CHECK(VolumeSet::reserve_of(kTotal) == 4 << 20);               // at least 4 MiB
+  CHECK(VolumeSet::reserve_of(uint64_t{1} << 40) == (uint64_t{1} << 40) / 100);  // 1%
+  CHECK(VolumeSet::reserve_of(8 << 20) == 2 << 20);              // at most a quarter
+  // What df reports: packs need k+m distinct volumes with room.
+  CHECK(VolumeSet::storable_bytes({100, 100, 100, 100}, 2, 4) == 200);
+  CHECK(VolumeSet::storable_bytes({100, 100, 100, 400}, 2, 4) == 200);  // the big one's extra is unusable
+  CHECK(VolumeSet::storable_bytes({100, 100, 100, 100, 100}, 2, 4) == 250);
+  CHECK(VolumeSet::storable_bytes({0, 100, 100, 100}, 2, 4) == 0);  // one full of four: nothing
+  CHECK(VolumeSet::storable_bytes({0, 100, 100, 100, 100}, 2, 4) == 200);
+  CHECK(VolumeSet::storable_bytes({}, 2, 4) == 0);
+  VolumeSet set;
+  std::vector<SmallVolume*> small;
+  for (uint32_t i = 0; i < 4; ++i) {
+    auto v = std::make_unique<SmallVolume>(fmt::format("mem://small{}", i), kTotal);
+    small.push_back(v.get());
+    set.add(i, fmt::format("mem://small{}", i), std::move(v));
+  }
+  PackStore store(set, rs(2, 2));
+  const auto data = random_bytes(rng, 100000);
+
+  SUBCASE("down to the reserve: data gets ENOSPC, a backup still fits") {
+    for (SmallVolume* v : small) v->taken = kTotal - (3 << 20);  // 3 MiB free, under the 4 MiB reserve
+    auto refused = store.write(1, data);
+    CHECK(refused.status().code() == ENOSPC);
+    CHECK(refused.status().message().find("4 volume(s) full") != std::string::npos);
+    size_t objects = 0;
+    for (SmallVolume* v : small) objects += v->TEST_object_count();
+    CHECK(objects == 0);
+    auto backup = store.write(2, data, PackStore::Durability::kNow, PackStore::Room::kReserve);
+    REQUIRE(backup.ok());
+    check_reads(store, *backup, data, rng, 2);
+    size_t short_of_room = 0;
+    CHECK(set.choose(4, true, 0, &short_of_room).empty());
+    CHECK(short_of_room == 4);
+    CHECK(set.choose(4).size() == 4);
+  }
+  SUBCASE("a put that fails with ENOSPC marks the volume full until it has room again") {
+    REQUIRE(store.write(1, data).ok());  // every volume's space is known: roomy
+    small[0]->taken = kTotal;            // volume 0 fills up behind the set's back
+    // Not written degraded (it would survive one loss, not two): ENOSPC, and
+    // the three fragments that were written are gone again.
+    auto refused_data = store.write(2, data);
+    CHECK(refused_data.status().code() == ENOSPC);
+    size_t objects = 0;
+    for (SmallVolume* v : small) objects += v->TEST_object_count();
+    CHECK(objects == 4);  // pack 1's
+    size_t short_of_room = 0;
+    auto chosen = set.choose(4, true, 0, &short_of_room);
+    CHECK(chosen.size() == 3);
+    CHECK(std::find(chosen.begin(), chosen.end(), 0u) == chosen.end());
+    CHECK(short_of_room == 1);
+    CHECK(store.write(3, data).status().code() == ENOSPC);  // refused before any put
+    // A few MiB free again, not yet enough for data: a backup still uses the
+    // volume marked full (the backup is what frees deleted data's space).
+    small[0]->taken = kTotal - (3 << 20);
+    CHECK(set.choose(4).size() == 4);
+    auto backup = store.write(5, data, PackStore::Durability::kNow, PackStore::Room::kReserve);
+    REQUIRE(backup.ok());
+    CHECK(small[0]->TEST_object_count() == 2);  // pack 1's fragment and the backup's
+    check_reads(store, *backup, data, rng, 2);
+    CHECK(store.write(6, data).status().code() == ENOSPC);  // still full for data
+    // Room again: chosen once the space is asked again (every few seconds).
+    for (SmallVolume* v : small) v->taken = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+    CHECK(set.choose(4, true).size() == 4);
+    REQUIRE(store.write(4, data).ok());
+  }
+}
+
 TEST_CASE("VolumeSet: placement rotates across equal volumes and favours free space") {
   std::mt19937_64 rng(13);
   SUBCASE("4 equal volumes, 2+1, 100 packs") {
