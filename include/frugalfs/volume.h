@@ -148,6 +148,8 @@ class MemoryVolume : public Volume {
   std::vector<PrefetchHint> TEST_take_prefetches();
   // Every later call fails with EIO while offline is set.
   void TEST_set_offline(bool offline);
+  // The volume's size (default 1 TiB): puts beyond it fail with ENOSPC.
+  void TEST_set_capacity(uint64_t bytes);
   // Flips the bits of one byte of an object (no-op if out of range).
   void TEST_corrupt(std::string_view name, uint64_t offset);
   // Removes every object, as if the disk were replaced.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -725,6 +726,37 @@ TEST_CASE("a chunk whose record prefetch kept, moved since by a compaction, read
     REQUIRE_MESSAGE(s.ok(), s.ToString());
     CHECK(out == chunks[i]);
   }
+}
+
+TEST_CASE("a compaction that finds no room does not keep empty packs from being retired") {
+  Env env(256 << 10);
+  std::mt19937_64 rng(29);
+  std::vector<std::vector<uint8_t>> first, second;
+  for (int i = 0; i < 4; ++i) first.push_back(random_bytes(rng, 50000 + static_cast<size_t>(i)));
+  for (int i = 0; i < 2; ++i) second.push_back(random_bytes(rng, 40000 + static_cast<size_t>(i)));
+  auto kept = env.commit(first);  // the lower pack id: collected first
+  auto gone = env.commit(second);
+  auto packs = env.pack_records();
+  REQUIRE(packs.size() == 2);
+  const uint64_t mostly_dead = packs[0].layout.pack_id, empty = packs[1].layout.pack_id;
+  for (size_t i = 1; i < kept.size(); ++i) env.drop(kept[i]);  // a quarter live: compacted
+  for (const auto& id : gone) env.drop(id);                     // none live: retired
+  const size_t objects = env.objects();
+  for (MemoryVolume* v : env.mem) v->TEST_set_capacity(v->TEST_total_bytes());  // full
+
+  Status collected = env.store->collect();
+  CHECK(collected.code() == ENOSPC);
+  CHECK(env.meta->get_pack(empty).status().code() == ENOENT);  // retired all the same
+  CHECK(env.meta->get_pack(mostly_dead).ok());                 // waits for room
+  CHECK(env.objects() == objects);  // nothing the failed compaction wrote is left
+
+  for (MemoryVolume* v : env.mem) v->TEST_set_capacity(uint64_t{1} << 40);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3100));  // the volumes' space is asked again
+  REQUIRE(env.store->collect().ok());
+  CHECK(env.meta->get_pack(mostly_dead).status().code() == ENOENT);  // compacted
+  std::vector<uint8_t> out(first[0].size());
+  REQUIRE(env.store->read(kept[0], 0, out).ok());
+  CHECK(out == first[0]);
 }
 
 TEST_CASE("compaction moves the live chunks of a mostly dead pack") {

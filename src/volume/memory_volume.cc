@@ -33,6 +33,7 @@ struct MemoryVolume::State {
   bool offline = false;                                      // guarded by mu
   std::map<std::string, MemoryObject, std::less<>> objects;  // guarded by mu
   uint64_t bytes = 0;                                        // guarded by mu
+  uint64_t capacity = kMemoryCapacity;                       // guarded by mu
   std::vector<PrefetchHint> prefetches;                      // guarded by mu
   std::set<std::string, std::less<>> unsynced;               // guarded by mu
   Status sync_error;                                         // guarded by mu
@@ -60,6 +61,11 @@ MemoryVolume::~MemoryVolume() = default;
 
 std::string MemoryVolume::uri() const { return state_->uri; }
 
+void MemoryVolume::TEST_set_capacity(uint64_t bytes) {
+  std::lock_guard lock(state_->mu);
+  state_->capacity = bytes;
+}
+
 void MemoryVolume::TEST_set_sync_domain(std::string domain) {
   std::lock_guard lock(state_->mu);
   state_->sync_domain = std::move(domain);
@@ -75,7 +81,7 @@ Status MemoryVolume::put(std::string_view name, std::span<const uint8_t> data) {
   FRUGAL_TRY(state_->check("put", name));
   auto it = state_->objects.find(name);
   uint64_t old_size = it == state_->objects.end() ? 0 : it->second.data.size();
-  if (state_->bytes - old_size + data.size() > kMemoryCapacity) {
+  if (state_->bytes - old_size + data.size() > state_->capacity) {
     return Errorf(ENOSPC, "{}: put {}: volume full", state_->uri, name);
   }
   MemoryObject obj{std::vector<uint8_t>(data.begin(), data.end()),
@@ -185,7 +191,7 @@ Status MemoryVolume::list(std::string_view prefix,
 Result<SpaceInfo> MemoryVolume::space() {
   std::lock_guard lock(state_->mu);
   if (state_->offline) return Errorf(EIO, "{}: space: volume is offline", state_->uri);
-  return SpaceInfo{kMemoryCapacity, kMemoryCapacity - state_->bytes};
+  return SpaceInfo{state_->capacity, state_->capacity - std::min(state_->capacity, state_->bytes)};
 }
 
 void MemoryVolume::prefetch(std::string_view name, uint64_t offset, uint64_t len) {
