@@ -155,11 +155,6 @@ void raise_readahead(const std::string& mountpoint) {
   ::close(fd);
 }
 
-// Waits, on its own thread, until the mount serves requests: a stat of the
-// mount point goes through the kernel, which holds it until INIT has been
-// answered, and then through the request loop. Then tunes readahead and
-// calls on_ready. When the mount goes away first, the stat fails and
-// on_ready is not called.
 // The multithreaded request loop; returns when the session ends.
 int serve_requests(fuse_session* se, unsigned max_threads) {
   fuse_loop_config* config = fuse_loop_cfg_create();
@@ -175,6 +170,11 @@ int serve_requests(fuse_session* se, unsigned max_threads) {
   return rc;
 }
 
+// Waits, on its own thread, until the mount serves requests: a stat of the
+// mount point goes through the kernel, which holds it until INIT has been
+// answered, and then through the request loop. Then tunes readahead and
+// calls on_ready. When the mount goes away first, the stat fails and
+// on_ready is not called.
 class ReadyWatch {
  public:
   ReadyWatch(std::string mountpoint, std::function<void()> on_ready)
