@@ -669,30 +669,33 @@ Status ChunkStore::State::compact(uint64_t pack_id) {
   FRUGAL_ASSIGN_OR_RETURN(std::vector<PackEntry> entries, parse_pack(bytes));
 
   ChunkStore::PackWriter::State writer(*this);
-  for (const PackEntry& e : entries) {
-    // Manifests are not carried over: the old pack stays (retired) until a
-    // backup taken after this compaction, which holds what they describe,
-    // is durable.
-    if (e.kind != PackEntryKind::kChunk) continue;
-    auto chunk = meta.get_chunk(e.id);
-    if (!chunk.ok()) {
-      if (chunk.status().code() == ENOENT) continue;  // collected already
-      return chunk.status();
+  // Copies the live chunks into new packs and makes them durable; on any
+  // failure the packs written so far are removed (no record names them, and
+  // a full disk would otherwise keep them at every try).
+  auto copy_live = [&]() -> Status {
+    for (const PackEntry& e : entries) {
+      // Manifests are not carried over: the old pack stays (retired) until a
+      // backup taken after this compaction, which holds what they describe,
+      // is durable.
+      if (e.kind != PackEntryKind::kChunk) continue;
+      auto chunk = meta.get_chunk(e.id);
+      if (!chunk.ok()) {
+        if (chunk.status().code() == ENOENT) continue;  // collected already
+        return chunk.status();
+      }
+      if (chunk->pack_id != pack_id || chunk->offset != e.offset) continue;  // a copy elsewhere
+      std::span<const uint8_t> stored(bytes.data() + e.offset, e.stored_len);
+      if (xxh3_64(stored) != e.checksum) {
+        return Errorf(EIO, "compacting pack {:016x}: chunk {} fails its checksum", pack_id,
+                      chunk_name(e.id));
+      }
+      FRUGAL_TRY(writer.append(e, stored));
     }
-    if (chunk->pack_id != pack_id || chunk->offset != e.offset) continue;  // a copy elsewhere
-    std::span<const uint8_t> stored(bytes.data() + e.offset, e.stored_len);
-    if (xxh3_64(stored) != e.checksum) {
-      return Errorf(EIO, "compacting pack {:016x}: chunk {} fails its checksum", pack_id,
-                    chunk_name(e.id));
-    }
-    if (Status appended = writer.append(e, stored); !appended.ok()) {
-      writer.remove_written();
-      return appended;
-    }
-  }
-  if (Status durable = writer.make_durable(); !durable.ok()) {
-    writer.remove_written();  // (a full disk would otherwise keep them at every try)
-    return durable;
+    return writer.make_durable();
+  };
+  if (Status copied = copy_live(); !copied.ok()) {
+    writer.remove_written();
+    return copied;
   }
 
   {

@@ -440,7 +440,7 @@ void FileSystem::State::release_committed(Flush& flush) {
 void FileSystem::State::put_back(Flush& flush, Layer layer, const Status& why) {
   size_t removed = 0;
   if (flush.writer && !flush.commit_tried) removed = flush.writer->discard();
-  if (why.code() == ENOSPC) short_of_space = true;
+  if (why.code() == ENOSPC) flush_short_of_space = true;
   int64_t requeued_delta = 0;
   for (Plan& plan : flush.plans) {
     {
@@ -612,15 +612,14 @@ void FileSystem::State::flusher_loop() {
     // them (they are retired until then): short of space, back up soon.
     const ChunkStore::Counters counters = chunks->counters();
     const uint64_t retired = counters.packs_deleted + counters.packs_compacted;
-    if (volumes.near_full()) short_of_space = true;
     const int64_t now = fs_now_ns();
-    const bool free_retired = short_of_space && retired != retired_at_backup &&
-                              now - last_backup_try_ns >= kBackupWhenOutOfSpaceNs;
+    const bool free_retired = retired != retired_at_backup && now - last_backup_try_ns >= kBackupWhenOutOfSpaceNs &&
+                              (flush_short_of_space || volumes.near_full());
     if (last_backup_ns == 0 || (backup_every_ns > 0 && now - last_backup_ns >= backup_every_ns) || free_retired) {
       last_backup_try_ns = now;
       if (backup_locked().ok()) {  // (a failure is logged; retried later)
         retired_at_backup = retired;
-        short_of_space = false;
+        flush_short_of_space = false;
       }
     }
   }

@@ -76,10 +76,11 @@ struct FileSystem::State {
   int64_t last_backup_ns = 0;
   // When chunks were last collected (guarded by flush_mu).
   int64_t last_collect_ns = 0;
-  // Short of space (guarded by flush_mu): a flush failed with ENOSPC, or a
-  // volume is near full. Then packs retired since the last backup (deleted
-  // data) are freed by a backup soon, not at the next backup_interval.
-  bool short_of_space = false;
+  // A flush failed with ENOSPC since the last backup (guarded by flush_mu).
+  // Then, or while a volume is near full, packs retired since the last
+  // backup (deleted data) are freed by a backup soon, not at the next
+  // backup_interval.
+  bool flush_short_of_space = false;
   uint64_t retired_at_backup = 0;  // ChunkStore packs_deleted + packs_compacted then
   int64_t last_backup_try_ns = 0;
 

@@ -483,10 +483,11 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
   // Volumes that are otherwise fine but full: the filesystem is out of space.
   // A data pack is not written degraded for that (only for volumes that are
   // down): it would quietly survive fewer losses than promised.
-  if (short_of_room > 0 && online < (keep_reserve ? n : static_cast<size_t>(k))) {
+  const size_t needed_with_room = keep_reserve ? n : static_cast<size_t>(k);
+  if (short_of_room > 0 && online < needed_with_room) {
     return Errorf(ENOSPC, "pack {:016x}: {} volume(s) full{}, only {} with room; RS({},{}) needs {}", pack_id,
                   short_of_room, keep_reserve ? " (or down to the reserve kept for metadata)" : "", online, k, m,
-                  keep_reserve ? n : static_cast<size_t>(k));
+                  needed_with_room);
   }
   if (online < static_cast<size_t>(k)) {
     return Errorf(EIO, "pack {:016x}: only {} volume(s) online, RS({},{}) needs at least {}",
@@ -598,10 +599,11 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
       missing.push_back(layout.volumes[i]);
     }
   }
-  // A fragment refused for lack of room fails a data pack (see above).
-  const bool refused_for_room =
-      keep_reserve && std::any_of(put_status.begin(), put_status.end(),
-                                  [](const Status& s) { return s.code() == ENOSPC; }) && durable < static_cast<int>(n);
+  // A full disk is reported as such, so the writer sees ENOSPC; and a
+  // fragment refused for lack of room fails a data pack (see above).
+  const bool full = std::any_of(put_status.begin(), put_status.end(),
+                                [](const Status& s) { return s.code() == ENOSPC; });
+  const bool refused_for_room = keep_reserve && full && durable < static_cast<int>(n);
   if (durable < k || refused_for_room) {
     std::string why;
     for (size_t i = 0; i < n; ++i) {
@@ -613,9 +615,6 @@ Result<PackLayout> PackStore::State::write(uint64_t pack_id, std::span<const uin
         why += fmt::format("; fragment {}: {}", i, put_status[i].message());
       }
     }
-    // A full disk is reported as such, so the writer sees ENOSPC.
-    const bool full = std::any_of(put_status.begin(), put_status.end(),
-                                  [](const Status& s) { return s.code() == ENOSPC; });
     return Errorf(full ? ENOSPC : EIO, "pack {:016x}: only {} of {} fragments written, {} needed{}",
                   pack_id, durable, n, refused_for_room ? n : static_cast<size_t>(k), why);
   }
