@@ -137,7 +137,8 @@ class ChunkStore {
 
   // Counters for statistics and tests.
   struct Counters {
-    uint64_t packs_written = 0;
+    uint64_t packs_written = 0;    // every pack written out,
+    uint64_t packs_discarded = 0;  // of which removed again (failed flush or compaction)
     uint64_t packs_deleted = 0;
     uint64_t packs_compacted = 0;
     uint64_t chunks_deleted = 0;

@@ -626,6 +626,8 @@ size_t ChunkStore::PackWriter::State::remove_written() {
   }
   sealed.clear();
   new_chunks.clear();
+  std::lock_guard lock(store.mu);
+  store.counters.packs_discarded += removed;
   return removed;
 }
 

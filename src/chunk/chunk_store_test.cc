@@ -644,6 +644,7 @@ TEST_CASE("discard removes every pack a failed writer wrote, and nothing else") 
   }
   SUBCASE("before: the full pack (its write may be in flight), not the open one") { written = 1; }
   CHECK(writer->discard() == written);
+  CHECK(env.store->counters().packs_discarded == written);
   size_t objects = 0;
   for (MemoryVolume* v : env.mem) objects += v->TEST_object_count();
   CHECK(objects == committed_objects);
