@@ -2,7 +2,7 @@
 # A quick A/B of frugalfs builds, for work on speed (the
 # full comparison with other systems is run.sh).
 #
-#   sudo test/bench/phases.sh [--size MIB] [--runs N] [--meta] [--fio] [-o OPTIONS] FRUGALFS...
+#   sudo test/bench/phases.sh [--size MIB] [--runs N] [--meta] [--fio] [--tmpfs] [-o OPTIONS] FRUGALFS...
 #
 # For each frugalfs binary, in turns (so that a machine that gets slower or
 # faster during the run affects every binary alike), N times: mkfs on four
@@ -17,7 +17,9 @@
 #   meta_storm    create, stat and unlink 5000 empty files (ops/s)
 # and with --fio, as run.sh does it:
 #   fio_randwrite 16384 random 4 KiB overwrites in a 256 MiB file (IOPS)
-# -o passes mount options (as frugalfs mount -o) to every mount.
+# -o passes mount options (as frugalfs mount -o) to every mount. --tmpfs puts
+# the volumes and the metadata on a tmpfs: what the data path does without
+# the disk (its CPU bound; read_cold then reads from memory).
 # Prints, per binary and phase, the median rate and the median CPU seconds
 # the daemon used in the phase (user + system), then every run's rate, and
 # the daemon's peak RSS.
@@ -27,8 +29,9 @@ SIZE_MIB=1024
 RUNS=3
 META=0
 FIO=0
+TMPFS=0
 MOUNT_OPTIONS=()
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --meta) META=1; shift ;;
     --fio) FIO=1; shift ;;
+    --tmpfs) TMPFS=1; shift ;;
     -o) MOUNT_OPTIONS=(-o "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "phases.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -50,12 +54,19 @@ for b in "${BINS[@]}"; do [ -x "$b" ] || { echo "phases.sh: $b is not executable
 [ "$(id -u)" = 0 ] || { echo "phases.sh: run it as root (it mounts and drops caches)" >&2; exit 1; }
 
 WORK=$(mktemp -d /var/tmp/frugalfs-phases.XXXXXX)
+STORE=$WORK  # the volumes and the metadata
 cleanup() {
   set +e
   mountpoint -q "$WORK/mnt" && fusermount3 -u "$WORK/mnt"
+  mountpoint -q "$WORK/store" && umount "$WORK/store"
   rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
+if [ "$TMPFS" = 1 ]; then
+  STORE=$WORK/store
+  mkdir "$STORE"
+  mount -t tmpfs -o size=$((4 * SIZE_MIB + 2048))m frugalfs-phases "$STORE"
+fi
 head -c "${SIZE_MIB}M" /dev/urandom > "$WORK/random.bin"
 if [ "$META" = 1 ]; then
   mkdir -p "$WORK/tree"
@@ -71,7 +82,7 @@ fi
 
 now() { date +%s.%N; }
 cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
-daemon_pid() { cat "$WORK/meta/frugalfs.pid"; }
+daemon_pid() { cat "$STORE/meta/frugalfs.pid"; }
 unmount() {
   local pid; pid=$(daemon_pid)
   fusermount3 -u "$WORK/mnt"
@@ -95,21 +106,21 @@ peak_rss() { awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$(daemon_pid)/status
 
 run_once() {
   local bin=$1
-  rm -rf "$WORK/meta" "$WORK"/vol? && mkdir -p "$WORK/mnt"
-  "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
-  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+  rm -rf "$STORE/meta" "$STORE"/vol? && mkdir -p "$WORK/mnt"
+  "$bin" mkfs "$STORE/meta" "$STORE"/vol{0,1,2,3} >/dev/null
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$STORE/meta" "$WORK/mnt"
   phase write_random "$bin" "$MB" dd if="$WORK/random.bin" of="$WORK/mnt/a" bs=1M conv=fsync status=none
   phase write_dup "$bin" "$MB" dd if="$WORK/random.bin" of="$WORK/mnt/b" bs=1M conv=fsync status=none
   RSS[$bin]+="$(peak_rss) "
   unmount
   sync; echo 3 > /proc/sys/vm/drop_caches
-  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$STORE/meta" "$WORK/mnt"
   phase read_cold "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
   phase read_warm "$bin" "$MB" cat "$WORK/mnt/a" > /dev/null
   RSS[$bin]+="$(peak_rss) "
   unmount
   if [ "$FIO" = 1 ]; then
-    "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+    "$bin" mount "${MOUNT_OPTIONS[@]}" "$STORE/meta" "$WORK/mnt"
     (cd "$WORK/mnt" && fio --name=layout --filename=fio.bin --size=256M --rw=write --bs=1M \
       --end_fsync=1 --output=/dev/null)
     phase fio_randwrite "$bin" 16384 sh -c "cd '$WORK/mnt' && fio --name=randwrite --filename=fio.bin \
@@ -118,9 +129,9 @@ run_once() {
     unmount
   fi
   [ "$META" = 1 ] || return 0
-  rm -rf "$WORK/meta" "$WORK"/vol?
-  "$bin" mkfs "$WORK/meta" "$WORK"/vol{0,1,2,3} >/dev/null
-  "$bin" mount "${MOUNT_OPTIONS[@]}" "$WORK/meta" "$WORK/mnt"
+  rm -rf "$STORE/meta" "$STORE"/vol?
+  "$bin" mkfs "$STORE/meta" "$STORE"/vol{0,1,2,3} >/dev/null
+  "$bin" mount "${MOUNT_OPTIONS[@]}" "$STORE/meta" "$WORK/mnt"
   phase cp_tree "$bin" "$TREE_FILES" cp -a "$WORK/tree" "$WORK/mnt/tree"
   sync
   phase rm_tree "$bin" "$TREE_FILES" rm -rf "$WORK/mnt/tree"

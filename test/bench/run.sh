@@ -198,7 +198,7 @@ frugal_rss() {
   [ "${kb:-0}" -gt "$PEAK_RSS_KB" ] && PEAK_RSS_KB=$kb
   return 0
 }
-volume_bytes() { du -sb --apparent-size "$WORK"/vol? | awk '{ s += $1 } END { print s }'; }
+volume_bytes() { du -sb --apparent-size "$WORK"/vol? | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 # --- the workloads
 declare -A R
@@ -214,8 +214,15 @@ run_once() {  # system run
   drop_caches
   "setup_$sys"
 
+  local before=0
+  [ "$sys" = frugalfs ] && before=$(volume_bytes)
   t0=$(now); write_file "$WORK/random.bin" "$dir/random.bin"; t1=$(now)
   record "$sys" write_random "$(rate "$SIZE_MIB" "$t0" "$t1")"
+  if [ "$sys" = frugalfs ]; then  # what its volumes took meanwhile (data and parity, one disk)
+    local written=$(($(volume_bytes) - before))
+    record frugalfs volumes_random "$(rate "$((written / 1048576))" "$t0" "$t1")"
+    PHYS_RANDOM=$(awk -v w="$written" -v l="$((SIZE_MIB * 1048576))" 'BEGIN { printf "%.2f", w / l }')
+  fi
   t0=$(now); write_file "$WORK/random.bin" "$dir/random-copy.bin"; t1=$(now)
   record "$sys" write_dup "$(rate "$SIZE_MIB" "$t0" "$t1")"
   t0=$(now); write_file "$WORK/text.bin" "$dir/text.bin"; t1=$(now)
@@ -289,6 +296,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f",
     "$FIO_IOS fio writes, storm of $FILES files."
   echo "frugalfs: peak RSS $((PEAK_RSS_KB / 1024)) MiB; physical/logical ${PHYS_FRUGAL:-?} (metadata ${META_FRUGAL:-?} of logical);" \
     "zfs-fuse physical/logical ${PHYS_ZFS:--}. Logical = random + its copy + text."
+  echo "During write_random frugalfs's four volumes took $(echo "${R[frugalfs,volumes_random]:-}" | median) MB/s" \
+    "(data and parity: ${PHYS_RANDOM:-?} bytes per byte), the raw disk $(echo "${R[disk,write_random]:-}" | median) MB/s."
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
     "kernel $(uname -r), $(df -h --output=source,fstype /var/tmp | tail -1 | awk '{print $2}') at /var/tmp;" \
     "$(date -u +%Y-%m-%d); $((SECONDS - T_START)) s."
