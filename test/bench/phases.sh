@@ -31,7 +31,7 @@ META=0
 FIO=0
 TMPFS=0
 MOUNT_OPTIONS=()
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 BINS=()
 while [ $# -gt 0 ]; do
   case "$1" in
